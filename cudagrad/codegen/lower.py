@@ -1,0 +1,336 @@
+"""Lower one scheduled kernel to statements: index math and named values.
+
+The kernel walks its output elements by a flat index. Each node is evaluated
+at an Index (a position in that node's shape), recursively: movement ops
+rewrite the Index (that is all a view is), elementwise ops combine their
+sources' values, inputs are loads. Values and index variables are memoized,
+so a subexpression used twice is one statement.
+
+A reduce kernel has three statement lists: `outer` (per output element,
+before the reduction loop), `inner` (per reduced element) and `after` (the
+epilogue, reading the accumulator). A matmul is a reduce over K whose inner
+value is a[..., m, k] * b[..., k, n].
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from cudagrad.codegen.dialect import Dialect, compute_type
+from cudagrad.codegen.kernel import KernelParam
+from cudagrad.codegen.schedule import KernelSpec, is_input
+from cudagrad.dtypes import DType
+from cudagrad.ir.node import Node, Op, prod
+
+_INFIX = {Op.ADD: "+", Op.SUB: "-", Op.MUL: "*", Op.DIV: "/"}
+_COMPARE = {Op.CMPLT: "<", Op.CMPLE: "<=", Op.CMPEQ: "==", Op.CMPNE: "!="}
+MAX_INT32_INDEX = 2**31 - 1
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Index:
+    """A position in a shape: per-dim coordinates and/or a flat row-major offset.
+    `valid` is a C condition, set under PAD: where false the value is zero."""
+    shape: tuple[int, ...]
+    coords: tuple[str, ...] | None = None
+    flat: str | None = None
+    valid: str | None = None
+
+
+@dataclass
+class LoweredKernel:
+    kind: str                                  # "elementwise" | "reduce"
+    params: list[KernelParam]
+    numel: int                                 # output elements
+    index_type: str                            # int, or long long past 2^31 elements
+    header: list[str]
+    op_names: list[str]                        # the fused ops, for the kernel's name
+    outer: list[str] = field(default_factory=list)
+    inner: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+    stores: list[str] = field(default_factory=list)
+    reduce_count: int = 0
+    reduce_op: str = ""                        # "sum" | "max" | "argmax"
+    accumulator_type: str = ""
+    accumulator_init: str = ""
+    inner_value: str = ""                      # the value combined into the accumulator
+
+
+def _strides(shape: tuple[int, ...]) -> list[int]:
+    strides, running = [], 1
+    for size in reversed(shape):
+        strides.append(running)
+        running *= size
+    return strides[::-1]
+
+
+class Lowerer:
+    def __init__(self, spec: KernelSpec, dialect: Dialect):
+        self.spec = spec
+        self.dialect = dialect
+        self.inputs: dict[int, KernelParam] = {}
+        self.input_nodes: list[Node] = []
+        self.memo: dict = {}
+        self.counter = 0
+        self.target = "outer"        # where emit() puts statements
+        self.inner_names: set[str] = set()
+        self.lists = {"outer": [], "inner": [], "after": []}
+        self.reduce_loop_var = "r"
+        self.accumulator = None
+        self.member_ids = {id(n) for n in spec.members}
+        biggest = max([n.numel for n in spec.members + spec.roots] + [1])
+        self.index_type = "int" if biggest <= MAX_INT32_INDEX else "long long"
+
+    # ---- statements -----------------------------------------------------------
+    def _depends_on_inner(self, expr: str) -> bool:
+        if self.target == "after":
+            return False
+        tokens = set(_IDENTIFIER.findall(expr))
+        return self.reduce_loop_var in tokens or bool(tokens & self.inner_names)
+
+    def emit(self, expr: str, ctype: str, hint: str) -> str:
+        """A named constant holding expr, placed in the innermost list it needs."""
+        if _IDENTIFIER.fullmatch(expr) or expr.isdigit():
+            return expr                  # already a name or a number: no new statement
+        scope = self.target
+        if scope != "after" and self._depends_on_inner(expr):
+            scope = "inner"
+        elif scope != "after":
+            scope = "outer"
+        key = (scope, expr)
+        if key in self.memo:
+            return self.memo[key]
+        self.counter += 1
+        name = f"{hint}{self.counter}"
+        self.lists[scope].append(f"const {ctype} {name} = {expr};")
+        if scope == "inner":
+            self.inner_names.add(name)
+        self.memo[key] = name
+        return name
+
+    # ---- index math -----------------------------------------------------------
+    def coords(self, index: Index) -> tuple[str, ...]:
+        if index.coords is not None:
+            return index.coords
+        result = []
+        strides = _strides(index.shape)
+        leading = True
+        for size, stride in zip(index.shape, strides):
+            if size == 1:
+                result.append("0")
+                continue
+            expr = index.flat if stride == 1 else f"{index.flat} / {stride}"
+            if not leading:
+                expr = f"({expr}) % {size}" if stride != 1 else f"{index.flat} % {size}"
+            leading = False
+            result.append(self.emit(expr, self.index_type, "idx"))
+        return tuple(result)
+
+    def flat(self, index: Index) -> str:
+        if index.flat is not None:
+            return index.flat
+        terms = []
+        for coord, size, stride in zip(index.coords, index.shape, _strides(index.shape)):
+            if size == 1 or coord == "0":
+                continue
+            terms.append(coord if stride == 1 else f"{coord} * {stride}")
+        if not terms:
+            return "0"
+        if len(terms) == 1 and " " not in terms[0]:
+            return terms[0]
+        return self.emit(" + ".join(terms), self.index_type, "idx")
+
+    def move(self, node: Node, index: Index) -> Index:
+        """The source index that node (a movement op) reads for its element at index."""
+        src = node.srcs[0]
+        if node.op == Op.RESHAPE:
+            return Index(src.shape, flat=self.flat(index), valid=index.valid)
+        coords = self.coords(index)
+        if node.op == Op.PERMUTE:
+            src_coords = [""] * len(coords)
+            for position, axis in enumerate(node.arg):
+                src_coords[axis] = coords[position]
+            return Index(src.shape, coords=tuple(src_coords), valid=index.valid)
+        if node.op == Op.EXPAND:
+            return Index(src.shape, valid=index.valid, coords=tuple(
+                "0" if size == 1 else coord for coord, size in zip(coords, src.shape)))
+        if node.op == Op.SHRINK:
+            src_coords = []
+            for coord, (start, step, _) in zip(coords, node.arg):
+                terms = [str(start)] if start else []
+                if coord != "0":
+                    terms.append(coord if step == 1 else f"{coord} * {step}")
+                src_coords.append(" + ".join(terms) if terms else "0")
+            return Index(src.shape, coords=tuple(
+                c if " " not in c else self.emit(c, self.index_type, "idx") for c in src_coords),
+                valid=index.valid)
+        assert node.op == Op.PAD
+        src_coords, conditions = [], [index.valid] if index.valid else []
+        for coord, (offset, step, count, size) in zip(coords, node.arg):
+            distance = f"{coord} - {offset}" if step > 0 else f"{offset} - {coord}"
+            if offset == 0 and step > 0:
+                distance = coord
+            distance = self.emit(distance, self.index_type, "pad") if " " in distance else distance
+            span = abs(step)
+            conditions.append(f"{distance} >= 0")
+            if span != 1:
+                conditions.append(f"{distance} % {span} == 0")
+            source = distance if span == 1 else self.emit(f"{distance} / {span}", self.index_type, "pad")
+            conditions.append(f"{source} < {count}")
+            src_coords.append(source)
+        valid = self.emit(" && ".join(conditions), "int", "inside")
+        return Index(src.shape, coords=tuple(src_coords), valid=valid)
+
+    # ---- values ---------------------------------------------------------------
+    def param(self, node: Node) -> str:
+        if id(node) not in self.inputs:
+            name = f"in{len(self.inputs)}"
+            self.inputs[id(node)] = KernelParam(name, node.dtype, False)
+            self.input_nodes.append(node)
+        return self.inputs[id(node)].name
+
+    def value(self, node: Node, index: Index) -> str:
+        key = (id(node), index, self.target)
+        if key in self.memo:
+            return self.memo[key]
+        result = self._value(node, index)
+        self.memo[key] = result
+        return result
+
+    def _value(self, node: Node, index: Index) -> str:
+        ctype = compute_type(node.dtype)
+        dialect = self.dialect
+        materialized = is_input(node) or id(node) not in self.member_ids
+        if node is self.spec.contraction and self.target == "after":
+            return self.accumulator
+        if materialized:
+            load = dialect.load(self.param(node), self.flat(index), node.dtype)
+            if index.valid:
+                load = f"{index.valid} ? {load} : {dialect.literal(0, ctype)}"
+            return self.emit(load, ctype, "load")
+        if node.op == Op.CONST:
+            return dialect.literal(node.arg, ctype)
+        if node.op in (Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.SHRINK, Op.PAD):
+            value = self.value(node.srcs[0], self.move(node, index))
+            if node.op == Op.PAD:
+                inner = self.move(node, index)
+                value = self.emit(f"{inner.valid} ? {value} : {dialect.literal(0, ctype)}", ctype, "pad")
+            return value
+        args = [self.value(src, index) for src in node.srcs]
+        return self.emit(self._expression(node, args), ctype, node.op.name.lower())
+
+    def _expression(self, node: Node, args: list[str]) -> str:
+        op, ctype = node.op, compute_type(node.dtype)
+        if op in _INFIX:
+            return f"{args[0]} {_INFIX[op]} {args[1]}"
+        if op in _COMPARE:
+            return f"({args[0]} {_COMPARE[op]} {args[1]}) ? 1.0f : 0.0f"
+        zero = self.dialect.literal(0, ctype)
+        one = self.dialect.literal(1, ctype)
+        if op == Op.NEG:
+            return f"-{args[0]}"
+        if op == Op.RELU:
+            return f"{args[0]} < {zero} ? {zero} : {args[0]}"     # NaN stays NaN
+        if op == Op.SIGMOID:
+            return f"{one} / ({one} + {self.dialect.function(Op.EXP, ctype, ['-' + args[0]])})"
+        if op == Op.MAXIMUM:
+            return f"({args[0]} != {args[0]} || {args[0]} > {args[1]}) ? {args[0]} : {args[1]}"
+        if op == Op.MINIMUM:
+            return f"({args[0]} != {args[0]} || {args[0]} < {args[1]}) ? {args[0]} : {args[1]}"
+        if op == Op.WHERE:
+            return f"{args[0]} != 0 ? {args[1]} : {args[2]}"
+        if op == Op.CAST:
+            if node.dtype.name == "bool":
+                return f"({args[0]} != 0) ? 1.0f : 0.0f"
+            return f"({ctype}){args[0]}"
+        if op == Op.DETACH:
+            return args[0]
+        return self.dialect.function(op, ctype, args)
+
+    # ---- the kernel -----------------------------------------------------------
+    def lower(self) -> LoweredKernel:
+        spec, dialect = self.spec, self.dialect
+        root = spec.roots[0]
+        header = [f"{op_summary(spec)}", f"output {list(root.shape)} {root.dtype.name}"]
+        outputs = [KernelParam(f"out{i}", r.dtype, True) for i, r in enumerate(spec.roots)]
+        kernel = LoweredKernel(spec.kind if spec.kind == "elementwise" else "reduce", [],
+                               root.numel, self.index_type, header, fused_op_names(spec))
+        if spec.contraction is not None:
+            self._lower_contraction(kernel)
+        self.target = "after" if spec.contraction is not None else "outer"
+        for param, out in zip(outputs, spec.roots):
+            value = self.value(out, Index(out.shape, flat="o"))
+            kernel.stores.append(dialect.store(param.name, "o", value, out.dtype))
+        kernel.outer, kernel.inner, kernel.after = self.lists["outer"], self.lists["inner"], self.lists["after"]
+        kernel.params = outputs + [self.inputs[id(n)] for n in self.input_nodes]
+        return kernel
+
+    def _lower_contraction(self, kernel: LoweredKernel) -> None:
+        node = self.spec.contraction
+        ctype = compute_type(node.dtype)
+        out_coords = self.coords(Index(node.shape, flat="o"))
+        self.target = "inner"
+        if node.op == Op.MATMUL:
+            a, b = node.srcs
+            k = self.reduce_loop_var
+            a_index = Index(a.shape, coords=out_coords[:-1] + (k,))
+            b_index = Index(b.shape, coords=out_coords[:-2] + (k, out_coords[-1]))
+            product = self.emit(f"{self.value(a, a_index)} * {self.value(b, b_index)}", ctype, "product")
+            kernel.reduce_count, kernel.reduce_op = a.shape[-1], "sum"
+            kernel.inner_value = product
+        else:
+            src = node.srcs[0]
+            reduced_shape = tuple(src.shape[a] for a in node.arg)
+            reduced = self.coords(Index(reduced_shape, flat=self.reduce_loop_var))
+            coords = list(out_coords)
+            for axis, coord in zip(node.arg, reduced):
+                coords[axis] = coord
+            kernel.inner_value = self.value(src, Index(src.shape, coords=tuple(coords)))
+            kernel.reduce_count = prod(reduced_shape)
+            kernel.reduce_op = {Op.SUM: "sum", Op.MAX: "max", Op.ARGMAX: "argmax"}[node.op]
+            ctype = compute_type(src.dtype)
+        kernel.accumulator_type = ctype
+        if kernel.reduce_op == "sum" and ctype == "float" and self.dialect.name == "c":
+            kernel.accumulator_type = "double"      # wide accumulation on the CPU keeps sums exact-ish
+        if kernel.reduce_op == "sum":
+            kernel.accumulator_init = self.dialect.literal(0, ctype)
+        elif ctype == "int":
+            kernel.accumulator_init = "(-2147483647 - 1)"
+        else:
+            kernel.accumulator_init = self.dialect.literal(float("-inf"), ctype)
+        if kernel.reduce_op == "argmax":
+            self.accumulator = "best_index"
+        elif kernel.accumulator_type != compute_type(node.dtype):
+            self.accumulator = f"(({compute_type(node.dtype)})acc)"
+        else:
+            self.accumulator = "acc"
+
+
+def fused_op_names(spec: KernelSpec) -> list[str]:
+    names = [node.op.name.lower() for node in reversed(spec.members) if node.op not in _VIEW_LIKE]
+    return names or ["copy"]
+
+
+_VIEW_LIKE = (Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.SHRINK, Op.PAD, Op.CONST, Op.DETACH)
+
+
+def op_summary(spec: KernelSpec) -> str:
+    names = []
+    for node in spec.members:
+        if node.op in _VIEW_LIKE:
+            continue
+        label = node.op.name.lower()
+        if node.op in (Op.SUM, Op.MAX, Op.ARGMAX):
+            label += f" over axes {list(node.arg)} of {list(node.srcs[0].shape)}"
+        elif node.op == Op.MATMUL:
+            label += f" {list(node.srcs[0].shape)} @ {list(node.srcs[1].shape)}"
+        names.append(label)
+    return "fuses: " + (", ".join(reversed(names)) if names else "copy")
+
+
+def lower(spec: KernelSpec, dialect: Dialect) -> tuple[LoweredKernel, list[Node]]:
+    """The lowered kernel and the nodes its input parameters read, in order."""
+    lowerer = Lowerer(spec, dialect)
+    kernel = lowerer.lower()
+    return kernel, lowerer.input_nodes

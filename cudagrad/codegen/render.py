@@ -1,0 +1,78 @@
+"""Fill a template with a lowered kernel, giving a Kernel (name, source, launch).
+
+Python decides (which template, how many threads, whether to parallelize);
+the templates hold the text.
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from cudagrad.codegen.dialect import Dialect
+from cudagrad.codegen.kernel import Kernel
+from cudagrad.codegen.lower import LoweredKernel
+
+CPU_PARALLEL_WORK = 1 << 17      # below this, starting threads costs more than it saves
+CUDA_BLOCK = 256
+CUDA_MAX_GRID = 65535 * 16
+CUDA_BLOCK_REDUCE_MIN = 128      # reductions at least this long get a block per output
+
+
+def template_dir() -> Path:
+    """templates/ ships inside the wheel as cudagrad/templates; in a source
+    checkout it sits beside the package."""
+    try:
+        import cudagrad.templates as shipped
+        return Path(next(iter(shipped.__path__)))
+    except ImportError:
+        return Path(__file__).resolve().parents[2] / "templates"
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              trim_blocks=False, lstrip_blocks=False)
+
+
+def _signature(kernel: LoweredKernel, dialect: Dialect) -> str:
+    params = []
+    for param in kernel.params:
+        const = "" if param.is_output else "const "
+        params.append(f"{const}{dialect.storage_type(param.dtype)}* {dialect.restrict} {param.name}")
+    return ", ".join(params)
+
+
+def _name(kernel: LoweredKernel, body: str) -> str:
+    words = list(dict.fromkeys(kernel.op_names))[:4]
+    digest = hashlib.sha1(body.encode()).hexdigest()[:8]
+    return "cg_" + "_".join(words + [digest])
+
+
+def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
+    needs_half = any(p.dtype.name in ("float16", "bfloat16") for p in kernel.params)
+    context = {"k": kernel, "signature": _signature(kernel, dialect), "needs_half": needs_half,
+               "block": CUDA_BLOCK}
+    launch: tuple = ()
+    if device == "cuda":
+        block_reduce = kernel.kind == "reduce" and kernel.reduce_count >= CUDA_BLOCK_REDUCE_MIN
+        template = ("cuda/reduce_block.cu.j2" if block_reduce else
+                    "cuda/reduce_thread.cu.j2" if kernel.kind == "reduce" else "cuda/elementwise.cu.j2")
+        blocks = kernel.numel if block_reduce else -(-kernel.numel // CUDA_BLOCK)
+        launch = ((max(1, min(blocks, CUDA_MAX_GRID)), 1, 1), (CUDA_BLOCK, 1, 1), 0)
+    else:
+        template = "c/reduce.c.j2" if kernel.kind == "reduce" else "c/elementwise.c.j2"
+        work = kernel.numel * max(kernel.reduce_count, 1)
+        parallel = ""
+        if work >= CPU_PARALLEL_WORK:
+            inner_pays = kernel.numel < 8 and kernel.reduce_op == "sum"
+            parallel = "inner" if inner_pays else "outer"
+        context["parallel"] = parallel
+    environment = _environment()
+    body = environment.get_template(template).render(name="KERNEL_NAME", **context)
+    name = _name(kernel, body)
+    source = body.replace("KERNEL_NAME", name)
+    return Kernel(name, source, device, tuple(kernel.params), launch)

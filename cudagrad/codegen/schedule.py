@@ -1,0 +1,158 @@
+"""Cut a lazy graph into kernels (fusion).
+
+The rules, from DESIGN.md:
+- every chain of elementwise and movement ops is one kernel;
+- elementwise producers fuse into the reduction (or matmul) that consumes them
+  (its prologue), and elementwise consumers fuse after it (its epilogue) when
+  they keep its output's element order (elementwise ops and reshapes only);
+- one reduction or matmul per kernel;
+- movement ops are index math: they never force a copy by themselves;
+- a value that two kernels would both compute is stored once (materialized)
+  and read by both, so each shared subexpression is computed once.
+
+Inputs are nodes that already hold a buffer (leaves and realized nodes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cudagrad.ir.node import ELEMENTWISE, MOVEMENT, REDUCE, Node, Op
+
+CONTRACTIONS = REDUCE | {Op.MATMUL}
+
+
+def is_input(node: Node) -> bool:
+    return node.realized is not None or node.op == Op.BUFFER
+
+
+@dataclass
+class KernelSpec:
+    """What one kernel computes: the nodes it stores and the contraction it holds."""
+    roots: list[Node]
+    contraction: Node | None = None
+    members: list[Node] = field(default_factory=list)    # nodes computed inside, for explain()
+
+    @property
+    def kind(self) -> str:
+        if self.contraction is None:
+            return "elementwise"
+        return "matmul" if self.contraction.op == Op.MATMUL else "reduce"
+
+
+def graph_order(targets: list[Node]) -> list[Node]:
+    """Every node reachable from targets (stopping at inputs), sources first."""
+    order: list[Node] = []
+    seen: set[int] = set()
+    for target in targets:
+        stack = [(target, False)]
+        while stack:
+            node, sources_done = stack.pop()
+            if sources_done:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            if not is_input(node):
+                for src in reversed(node.srcs):
+                    stack.append((src, False))
+    return order
+
+
+def _consumers(order: list[Node]) -> dict[int, set[int]]:
+    consumers: dict[int, set[int]] = {id(node): set() for node in order}
+    for node in order:
+        if not is_input(node):
+            for src in node.srcs:
+                consumers[id(src)].add(id(node))
+    return consumers
+
+
+def _is_cheap(node: Node) -> bool:
+    """Worth recomputing in every kernel that reads it rather than storing."""
+    return node.op == Op.CONST or node.op in MOVEMENT
+
+
+def _grow_kernel(root: Node, materialized: set[int], consumers) -> tuple[KernelSpec, Node | None]:
+    """Collect the nodes computed inside root's kernel. Returns the spec, or a
+    contraction that cannot be fused here (the caller materializes it and retries)."""
+    spec = KernelSpec([root])
+    visited: set[tuple[int, bool]] = set()
+    member_ids: set[int] = set()
+    parent_of: dict[int, Node] = {}
+    stack = [(root, True, None)]      # (node, in epilogue: element order still root's, consumer)
+    while stack:
+        node, epilogue, parent = stack.pop()
+        if (id(node), epilogue) in visited:
+            continue
+        visited.add((id(node), epilogue))
+        parent_of.setdefault(id(node), parent)
+        if node is not root and (is_input(node) or id(node) in materialized):
+            continue
+        if id(node) not in member_ids:
+            member_ids.add(id(node))
+            spec.members.append(node)
+        if node.op in CONTRACTIONS:
+            fusable = (spec.contraction in (None, node) and epilogue
+                       and (node is root or len(consumers[id(node)]) == 1))
+            if not fusable:
+                return spec, _best_cut(node, root, parent_of, consumers)
+            spec.contraction = node
+            for src in node.srcs:
+                stack.append((src, False, node))
+            continue
+        for src in node.srcs:
+            stack.append((src, epilogue and _keeps_order(node), node))
+    return spec, None
+
+
+def _keeps_order(node: Node) -> bool:
+    return node.op in ELEMENTWISE or node.op == Op.RESHAPE
+
+
+def _best_cut(blocked: Node, root: Node, parent_of, consumers) -> Node:
+    """Where to store a contraction this kernel cannot hold: as high up its chain
+    of single-consumer elementwise consumers as possible, so that chain becomes
+    the contraction's epilogue in a kernel of its own."""
+    cut = blocked
+    while True:
+        parent = parent_of.get(id(cut))
+        if (parent is None or parent is root or not _keeps_order(parent)
+                or len(consumers[id(cut)]) != 1):
+            return cut
+        cut = parent
+
+
+def schedule(targets: list[Node]) -> list[KernelSpec]:
+    """The kernels that compute targets, in an order that respects dependencies."""
+    targets = [t for t in dict.fromkeys(targets) if not is_input(t)]
+    order = graph_order(targets)
+    consumers = _consumers(order)
+    materialized = {id(t) for t in targets}
+    while True:
+        specs, retry = _try_schedule(order, materialized, consumers)
+        if not retry:
+            return specs
+
+
+def _try_schedule(order, materialized, consumers):
+    specs: list[KernelSpec] = []
+    owner: dict[int, int] = {}          # node id -> index of the kernel computing it
+    for node in reversed(order):        # consumers before producers
+        if id(node) not in materialized:
+            continue
+        spec, blocked = _grow_kernel(node, materialized, consumers)
+        if blocked is not None:
+            materialized.add(id(blocked))
+            return None, True
+        for member in spec.members:
+            if _is_cheap(member) and member.op not in CONTRACTIONS:
+                continue
+            if id(member) in owner and owner[id(member)] != len(specs):
+                materialized.add(id(member))     # two kernels need it: store it once
+                return None, True
+            owner[id(member)] = len(specs)
+        specs.append(spec)
+    specs.reverse()                     # producers first
+    return specs, False

@@ -1,0 +1,119 @@
+"""Constructors: every one takes dtype=, device= and requires_grad=."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from cudagrad import dtypes
+from cudagrad.checks import check_shape
+from cudagrad.ir.node import prod
+from cudagrad.tensor import Tensor
+
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> None:
+    global _generator
+    _generator = np.random.default_rng(seed)
+
+
+def _check_values(op: str, array: np.ndarray) -> None:
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: data must be numbers (int, float or bool), got values of "
+                        f"numpy kind {array.dtype} (strings, None or objects are not allowed)")
+
+
+def _to_array(op: str, data) -> np.ndarray:
+    if isinstance(data, Tensor):
+        return data.numpy()
+    if isinstance(data, (str, bytes)) or data is None:
+        raise TypeError(f"{op}: data must be numbers, got {type(data).__name__}")
+    try:
+        array = np.array(data)
+    except ValueError as error:
+        raise ValueError(f"{op}: nested lists have uneven lengths ({error})") from None
+    if array.dtype == object:
+        raise ValueError(f"{op}: data is ragged or holds non-numbers; nested lists must have even "
+                         "lengths and hold only numbers")
+    _check_values(op, array)
+    return array
+
+
+def _make(array: np.ndarray, dtype, device, requires_grad: bool) -> Tensor:
+    dtype = dtypes.float32 if dtype is None else dtypes.to_dtype(dtype)
+    return Tensor.from_numpy_array(array, dtype, device, requires_grad)
+
+
+def tensor(shape_or_data, data=None, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
+    """tensor(shape, flat_data) as in the seed, or tensor(data) inferring the shape."""
+    if data is None:
+        array = _to_array("tensor", shape_or_data)
+        if dtype is None and array.dtype == np.float64 and isinstance(shape_or_data, np.ndarray):
+            dtype = dtypes.float64
+        return _make(array, dtype, device, requires_grad)
+    shape = check_shape("tensor", shape_or_data)
+    if isinstance(data, np.ndarray):
+        flat = data.reshape(-1)
+    elif isinstance(data, numbers.Number):
+        raise TypeError(f"tensor: data must be a flat list of numbers, got a single "
+                        f"{type(data).__name__}")
+    else:
+        if not isinstance(data, (list, tuple)):
+            raise TypeError(f"tensor: data must be a flat list of numbers, got {type(data).__name__}")
+        for value in data:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                if not isinstance(value, bool):
+                    raise TypeError(f"tensor: data must hold numbers, got {value!r} "
+                                    f"({type(value).__name__})")
+        flat = np.array(data)
+    _check_values("tensor", flat)
+    if flat.size != prod(shape):
+        raise ValueError(f"tensor: data has {flat.size} elements but shape {list(shape)} needs "
+                         f"{prod(shape)}")
+    return _make(flat.reshape(shape), dtype, device, requires_grad)
+
+
+def from_numpy(array: np.ndarray, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy array, got {type(array).__name__}")
+    _check_values("from_numpy", array)
+    if dtype is None:
+        kind = array.dtype
+        dtype = (dtypes.float64 if kind == np.float64 else dtypes.float16 if kind == np.float16
+                 else dtypes.bool_ if kind == np.bool_ else dtypes.int32 if kind.kind in "iu"
+                 else dtypes.float32)
+    return _make(array, dtype, device, requires_grad)
+
+
+def full(shape, value, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
+    shape = check_shape("full", shape)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"full: value must be a number, got {value!r}")
+    return _make(np.full(shape, value), dtype, device, requires_grad)
+
+
+def zeros(shape, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
+    return full(shape, 0, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def ones(shape, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
+    return full(shape, 1, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def arange(n, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    if isinstance(n, bool) or not isinstance(n, numbers.Real):
+        raise TypeError(f"arange: n must be a number, got {n!r}")
+    if n < 0:
+        raise ValueError(f"arange: n must be non-negative, got {n}")
+    return _make(np.arange(n), dtype, device, requires_grad)
+
+
+def rand(shape, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
+    shape = check_shape("rand", shape)
+    return _make(_generator.random(shape), dtype, device, requires_grad)
+
+
+def randn(shape, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
+    shape = check_shape("randn", shape)
+    return _make(_generator.standard_normal(shape), dtype, device, requires_grad)

@@ -1,0 +1,172 @@
+"""Realization: from target nodes to launched kernels.
+
+The first time a graph *shape* is seen, it is scheduled, lowered, rendered and
+compiled, and the result is kept as a Plan: kernels plus, for each, which
+numbered graph nodes it reads and writes. The key is the graph's structure
+with the inputs' data left out, so the next training step (same graph, new
+data) costs one walk over the graph, a dictionary look-up and the launches.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from cudagrad.codegen.dialect import DIALECTS
+from cudagrad.codegen.lower import lower
+from cudagrad.codegen.render import render
+from cudagrad.codegen.schedule import KernelSpec, schedule
+from cudagrad.device import get_device
+from cudagrad.ir.node import Node, Op
+from cudagrad.runtime.stats import STATS
+
+_PLANS: dict = {}
+_plan_lock = threading.Lock()
+
+
+def _is_input(node: Node) -> bool:
+    return node.realized is not None or node.op == Op.BUFFER
+
+
+def input_buffer(node: Node):
+    return node.realized if node.realized is not None else node.arg.buffer
+
+
+def canonicalize(targets: list[Node]) -> tuple[tuple, list[Node]]:
+    """A structural key of the graph under targets and its nodes, numbered in a
+    fixed order. Inputs enter the key by shape and dtype only."""
+    numbering: dict[int, int] = {}
+    nodes: list[Node] = []
+    key: list = []
+    for target in targets:
+        stack = [(target, False)]
+        while stack:
+            node, sources_done = stack.pop()
+            if id(node) in numbering:
+                continue
+            if _is_input(node):
+                numbering[id(node)] = len(nodes)
+                nodes.append(node)
+                key.append((node.shape, node.dtype.name))
+                continue
+            if not sources_done:
+                stack.append((node, True))
+                for src in reversed(node.srcs):
+                    if id(src) not in numbering:
+                        stack.append((src, False))
+                continue
+            numbering[id(node)] = len(nodes)
+            nodes.append(node)
+            arg = repr(node.arg) if node.op == Op.CONST else node.arg
+            key.append((node.op, arg, tuple(numbering[id(s)] for s in node.srcs), node.shape,
+                        node.dtype.name))
+    key.append(tuple(numbering[id(t)] for t in targets))
+    return tuple(key), nodes
+
+
+@dataclass
+class Step:
+    """One kernel launch of a plan: the program, and node numbers of its outputs and inputs."""
+    kernel: object
+    program: object
+    outputs: tuple[int, ...]
+    inputs: tuple[int, ...]
+    spec: KernelSpec
+
+
+@dataclass
+class Plan:
+    device: object
+    steps: list[Step]
+
+
+def plan_kernels(targets: list[Node], device_name: str) -> list[tuple[KernelSpec, object, list[Node]]]:
+    """Schedule, lower and render, without compiling: (spec, Kernel, input nodes) per kernel."""
+    dialect = DIALECTS[device_name]
+    result = []
+    for spec in schedule(targets):
+        lowered, input_nodes = lower(spec, dialect)
+        result.append((spec, render(lowered, dialect, device_name), input_nodes))
+    return result
+
+
+def _build_plan(targets: list[Node], nodes: list[Node], device_name: str) -> Plan:
+    device = get_device(device_name)
+    number = {id(node): index for index, node in enumerate(nodes)}
+    planned = plan_kernels(targets, device_name)
+    compiled_before = STATS["kernels_compiled"]
+    kernels = [kernel for _, kernel, _ in planned]
+    if len(kernels) > 1:
+        # independent compiles overlap: the C compiler and NVRTC release the GIL
+        with ThreadPoolExecutor(max_workers=min(8, len(kernels))) as pool:
+            programs = list(pool.map(device.compile, kernels))
+    else:
+        programs = [device.compile(kernel) for kernel in kernels]
+    if os.environ.get("CUDAGRAD_DEBUG", "0") >= "2" and STATS["kernels_compiled"] > compiled_before:
+        for kernel in kernels:
+            print(f"[cudagrad] kernel {kernel.name} ({kernel.device}):\n{kernel.source}",
+                  file=sys.stderr, flush=True)
+    steps = [Step(kernel, program, tuple(number[id(root)] for root in spec.roots),
+                  tuple(number[id(node)] for node in input_nodes), spec)
+             for (spec, kernel, input_nodes), program in zip(planned, programs)]
+    return Plan(device, steps)
+
+
+def realize_nodes(targets: list[Node]) -> None:
+    """Compute every target node that holds no buffer yet, in one schedule per device."""
+    pending = [node for node in dict.fromkeys(targets) if not _is_input(node)]
+    by_device: dict[str, list[Node]] = {}
+    for node in pending:
+        by_device.setdefault(node.device, []).append(node)
+    for device_name, group in by_device.items():
+        key, nodes = canonicalize(group)
+        plan_key = (device_name, key)
+        plan = _PLANS.get(plan_key)
+        if plan is None:
+            with _plan_lock:
+                plan = _PLANS.get(plan_key)
+                if plan is None:
+                    plan = _build_plan(group, nodes, device_name)
+                    _PLANS[plan_key] = plan
+        _run(plan, nodes)
+
+
+def _run(plan: Plan, nodes: list[Node]) -> None:
+    device = plan.device
+    debug = os.environ.get("CUDAGRAD_DEBUG", "0") >= "1"
+    buffers: dict[int, object] = {}
+    for step in plan.steps:
+        args = []
+        for index in step.outputs:
+            node = nodes[index]
+            buffer = device.allocate(node.numel * node.dtype.itemsize)
+            buffers[index] = buffer
+            args.append(buffer)
+        for index in step.inputs:
+            buffer = buffers.get(index)
+            args.append(buffer if buffer is not None else input_buffer(nodes[index]))
+        if debug:
+            device.synchronize()
+            start = time.perf_counter()
+        device.launch(step.program, args)
+        if debug:
+            device.synchronize()
+            elapsed = (time.perf_counter() - start) * 1e6
+            moved = sum(buffer.nbytes for buffer in args)
+            print(f"[cudagrad] launch {step.kernel.name} on {device.name}: {elapsed:.1f} us, "
+                  f"{moved} bytes", file=sys.stderr, flush=True)
+    for index, buffer in buffers.items():
+        nodes[index].realized = buffer
+
+
+def kernels_for(targets: list[Node]) -> list:
+    """The kernels realizing targets would run, in order, without running them."""
+    pending = [node for node in dict.fromkeys(targets) if not _is_input(node)]
+    result = []
+    for device_name in dict.fromkeys(node.device for node in pending):
+        group = [node for node in pending if node.device == device_name]
+        result.extend(kernel for _, kernel, _ in plan_kernels(group, device_name))
+    return result

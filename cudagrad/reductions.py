@@ -1,0 +1,116 @@
+"""Reductions, matmul and softmax."""
+from __future__ import annotations
+
+from cudagrad import dtypes
+from cudagrad.checks import broadcast_shapes, normalize_axes, normalize_axis, shape_text
+from cudagrad.elementwise import expand_to
+from cudagrad.ir import ops as ir
+from cudagrad.ir.node import Op, prod
+from cudagrad.tensor import Tensor, result_tensor
+
+
+def _finish(node, x: Tensor, axes, keepdim: bool, axis):
+    """Reduced dims stay as size 1 inside the graph; drop them unless keepdim.
+    A full reduction (no axis) without keepdim has shape [1], as the seed prints."""
+    if keepdim:
+        return node
+    shape = tuple(size for a, size in enumerate(node.shape) if a not in axes)
+    if axis is None:
+        shape = (1,)
+    return ir.reshape(node, shape)
+
+
+def _check_nonempty(op: str, x: Tensor, axes) -> None:
+    if any(x.shape[axis] == 0 for axis in axes) or (not axes and x.numel() == 0):
+        raise ValueError(f"{op}: cannot reduce a zero-size dimension of shape {shape_text(x.shape)} "
+                         "(the reduction has no identity)")
+
+
+def sum(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:  # noqa: A001 (mirrors torch)
+    axes = normalize_axes("sum", axis, x.ndim, x.shape)
+    node = x._node
+    if not node.dtype.is_float:
+        node = ir.cast(node, dtypes.int32)
+    reduced = ir.reduce(Op.SUM, node, axes)
+    return result_tensor(_finish(reduced, x, axes, keepdim, axis), x)
+
+
+def mean(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:
+    axes = normalize_axes("mean", axis, x.ndim, x.shape)
+    _check_nonempty("mean", x, axes)
+    count = prod(x.shape[a] for a in axes)
+    node = x._node if x.dtype.is_float else ir.cast(x._node, dtypes.float32)
+    total = ir.reduce(Op.SUM, node, axes)
+    scaled = ir.mul(total, ir.const_like(total, 1.0 / count))
+    return result_tensor(_finish(scaled, x, axes, keepdim, axis), x)
+
+
+def max(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:  # noqa: A001
+    axes = normalize_axes("max", axis, x.ndim, x.shape)
+    _check_nonempty("max", x, axes)
+    return result_tensor(_finish(ir.reduce(Op.MAX, x._node, axes), x, axes, keepdim, axis), x)
+
+
+def min(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:  # noqa: A001
+    axes = normalize_axes("min", axis, x.ndim, x.shape)
+    _check_nonempty("min", x, axes)
+    negated = ir.neg(x._node)
+    return result_tensor(_finish(ir.neg(ir.reduce(Op.MAX, negated, axes)), x, axes, keepdim, axis), x)
+
+
+def argmax(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:
+    """Index of the first maximum (int32, no gradient). Without an axis, of the flattened tensor."""
+    if axis is None:
+        flat = ir.reshape(x._node, (x.numel(),))
+        if x.numel() == 0:
+            raise ValueError("argmax: cannot take the argmax of an empty tensor")
+        return Tensor(ir.reshape(ir.reduce(Op.ARGMAX, flat, (0,)), ()), False)
+    axis = normalize_axis("argmax", axis, x.ndim, x.shape)
+    _check_nonempty("argmax", x, (axis,))
+    node = ir.reduce(Op.ARGMAX, x._node, (axis,))
+    if not keepdim:
+        node = ir.reshape(node, tuple(s for a, s in enumerate(node.shape) if a != axis))
+    return Tensor(node, False)
+
+
+def argmin(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:
+    return argmax(-x, axis, keepdim)
+
+
+def matmul(a: Tensor, b) -> Tensor:
+    if not isinstance(b, Tensor) or not isinstance(a, Tensor):
+        raise TypeError(f"matmul: both operands must be Tensors, got {type(a).__name__} and "
+                        f"{type(b).__name__}")
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"matmul: both operands need at least 2 dimensions, got shapes "
+                         f"{shape_text(a.shape)} and {shape_text(b.shape)} (reshape a vector "
+                         "to [1, n] or [n, 1])")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul: shapes {shape_text(a.shape)} and {shape_text(b.shape)}: inner "
+                         f"dimensions {a.shape[-1]} and {b.shape[-2]} differ")
+    if a.device != b.device:
+        raise ValueError(f"matmul: tensors are on different devices ({a.device}, {b.device})")
+    try:
+        batch = broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions of shapes {shape_text(a.shape)} and "
+                         f"{shape_text(b.shape)} do not broadcast") from None
+    dtype = dtypes.promote(a.dtype, b.dtype)
+    if not dtype.is_float:
+        dtype = dtypes.float32
+    a_node = expand_to(ir.cast(a._node, dtype), batch + a.shape[-2:])
+    b_node = expand_to(ir.cast(b._node, dtype), batch + b.shape[-2:])
+    return result_tensor(ir.matmul(a_node, b_node), a, b)
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    axis = normalize_axis("softmax", axis, x.ndim, x.shape)
+    shifted = x - max(x, axis, keepdim=True).detach()     # the shift cancels in the gradient
+    exps = shifted.exp()
+    return exps / sum(exps, axis, keepdim=True)
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    axis = normalize_axis("log_softmax", axis, x.ndim, x.shape)
+    shifted = x - max(x, axis, keepdim=True).detach()
+    return shifted - sum(shifted.exp(), axis, keepdim=True).log()

@@ -1,0 +1,141 @@
+"""The CPU device: buffers are numpy arrays; kernels are C compiled by the
+system compiler into shared objects, loaded with ctypes."""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from cudagrad.runtime import cache
+from cudagrad.runtime.errors import CompileError, DeviceError
+from cudagrad.runtime.stats import count
+
+BASE_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared", "-std=c11")
+
+
+class CpuBuffer:
+    __slots__ = ("array", "nbytes", "ptr", "__weakref__")
+    device = "cpu"
+
+    def __init__(self, array: np.ndarray):
+        self.array = array            # 1-D, any dtype; kernels see its raw bytes
+        self.nbytes = array.nbytes
+        self.ptr = array.ctypes.data
+
+
+class Program:
+    __slots__ = ("kernel", "function", "library")
+
+    def __init__(self, kernel, library: ctypes.CDLL):
+        self.kernel = kernel
+        self.library = library        # keeps the shared object loaded
+        self.function = getattr(library, kernel.name)
+        self.function.argtypes = [ctypes.c_void_p] * len(kernel.params)
+        self.function.restype = None
+
+
+@lru_cache(maxsize=1)
+def compiler() -> tuple[str, str]:
+    """The C compiler's path and its version line (part of every cache key)."""
+    name = os.environ.get("CC", "cc")
+    path = shutil.which(name)
+    if path is None:
+        raise DeviceError(f"cpu: no C compiler found (looked for {name!r}; set CC or install gcc)")
+    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+    return path, version.splitlines()[0] if version else "unknown"
+
+
+@lru_cache(maxsize=1)
+def processor_identity() -> str:
+    """Model and feature flags: code built with -march=native runs only where they match."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        wanted = [line for line in lines if line.startswith(("model name", "flags"))][:2]
+        return platform.machine() + "|" + "|".join(wanted)
+    except OSError:
+        return platform.machine() + "|" + platform.processor()
+
+
+class CpuDevice:
+    name = "cpu"
+    target: dict = {}
+
+    def __init__(self):
+        self._programs: dict[str, Program] = {}
+        self._lock = threading.Lock()
+        self._openmp = True
+
+    # ---- memory ----------------------------------------------------------------
+    def allocate(self, nbytes: int) -> CpuBuffer:
+        return CpuBuffer(np.empty(max(nbytes, 1), dtype=np.uint8)[:nbytes])
+
+    def from_numpy(self, array: np.ndarray) -> CpuBuffer:
+        return CpuBuffer(np.ascontiguousarray(array).reshape(-1).copy())
+
+    def wrap_numpy(self, array: np.ndarray) -> CpuBuffer:
+        """Share a contiguous array's memory (DLPack and from_numpy without a copy)."""
+        return CpuBuffer(array.reshape(-1))
+
+    def to_numpy(self, buffer: CpuBuffer, np_dtype, count_: int) -> np.ndarray:
+        return buffer.array.view(np_dtype)[:count_].copy()
+
+    def synchronize(self) -> None:
+        pass
+
+    # ---- kernels ---------------------------------------------------------------
+    def flags(self) -> tuple[str, ...]:
+        return BASE_FLAGS + (("-fopenmp",) if self._openmp else ())
+
+    def compile(self, kernel) -> Program:
+        program = self._programs.get(kernel.source)
+        if program is not None:
+            count("cache_hits_memory")
+            return program
+        path, version = compiler()
+        key = cache.make_key(kernel.source, path, version, " ".join(self.flags()),
+                             processor_identity(), "cpu")
+        entry = cache.load(key, ".so")
+        library = None
+        if entry is not None:
+            try:
+                library = ctypes.CDLL(str(entry))
+                count("cache_hits_disk")
+            except OSError:
+                library = None
+        if library is None:
+            library = self._build(kernel, key)
+        program = Program(kernel, library)
+        with self._lock:
+            self._programs[kernel.source] = program
+        return program
+
+    def _build(self, kernel, key: str) -> ctypes.CDLL:
+        path, _ = compiler()
+        with tempfile.TemporaryDirectory(prefix="cudagrad-") as work:
+            source = Path(work) / f"{kernel.name}.c"
+            output = Path(work) / f"{kernel.name}.so"
+            source.write_text(kernel.source)
+            result = subprocess.run([path, *self.flags(), "-o", str(output), str(source), "-lm"],
+                                    capture_output=True, text=True)
+            if result.returncode != 0 and self._openmp and "omp" in result.stderr:
+                self._openmp = False     # a compiler without OpenMP: single-threaded kernels
+                return self._build(kernel, key)
+            if result.returncode != 0:
+                raise CompileError(f"cpu: {path} failed to compile kernel {kernel.name}",
+                                   kernel.source, result.stderr)
+            count("kernels_compiled")
+            data = output.read_bytes()
+            entry = cache.store(key, ".so", data)
+            return ctypes.CDLL(str(entry if entry is not None else output))
+
+    def launch(self, program: Program, buffers: list) -> None:
+        program.function(*[buffer.ptr for buffer in buffers])
+        count("kernels_launched")
