@@ -47,7 +47,7 @@ def grad(output: Tensor, inputs, grad_output: Tensor | None = None) -> list:
 
 def explain(t: Tensor, file=None) -> str:
     """The lazy graph under t, its kernels and their sources; printed and returned."""
-    from cudagrad.inspect import explain_nodes
+    from cudagrad.report import explain_nodes
     text = explain_nodes([t.node if t._pending is None else t._pending])
     if file is not False:
         print(text, file=file)

@@ -18,7 +18,7 @@ from cudagrad.device import canonical_device, get_device
 from cudagrad.ir import ops as ir
 from cudagrad.ir.autograd import gradients
 from cudagrad.ir.node import Node, Op, Storage, make_node, prod
-from cudagrad.realize import input_buffer, kernels_for, realize_nodes
+from cudagrad.realization import input_buffer, kernels_for, realize_nodes
 
 _grad_mode = threading.local()
 # leaf nodes -> the tensor that owns them, so backward() can find where to accumulate

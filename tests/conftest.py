@@ -54,3 +54,30 @@ def seed():
 def rng(seed):
     """A fresh numpy Generator; its seed is in the captured output of any failure."""
     return np.random.default_rng(seed)
+
+
+# ---- every graph the suite realizes on the CPU is also rendered for CUDA ----------
+# tests/test_zz_cuda_compile.py compiles each of those CUDA kernels with NVRTC for
+# sm_80 and sm_90, so CI (no GPU) still proves that all generated CUDA C compiles.
+RECORDED_CUDA_KERNELS: dict[str, object] = {}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def record_cuda_kernels():
+    import cudagrad.realization as realize
+
+    original = realize.plan_kernels
+
+    def plan_and_record(targets, device_name):
+        planned = original(targets, device_name)
+        if device_name == "cpu":
+            try:
+                for _, kernel, _ in original(targets, "cuda"):
+                    RECORDED_CUDA_KERNELS.setdefault(kernel.source, kernel)
+            except Exception as error:  # rendering for CUDA must never fail where CPU works
+                RECORDED_CUDA_KERNELS.setdefault(f"render failure {error!r}", error)
+        return planned
+
+    realize.plan_kernels = plan_and_record
+    yield RECORDED_CUDA_KERNELS
+    realize.plan_kernels = original

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from cudagrad.codegen.dialect import Dialect, compute_type
 from cudagrad.codegen.kernel import KernelParam
 from cudagrad.codegen.schedule import KernelSpec, is_input
-from cudagrad.dtypes import DType
 from cudagrad.ir.node import Node, Op, prod
 
 _INFIX = {Op.ADD: "+", Op.SUB: "-", Op.MUL: "*", Op.DIV: "/"}

@@ -10,10 +10,7 @@ cuda-python is imported when a CudaDevice is made, not when cudagrad is.
 from __future__ import annotations
 
 import ctypes
-import os
-import sys
 import threading
-import time
 import weakref
 
 import numpy as np
@@ -126,7 +123,6 @@ class CudaDevice:
             driver.CUstream_flags.CU_STREAM_NON_BLOCKING), "cuStreamCreate")
         self.target = self._read_target()
         self.arch = self.target["arch"]
-        self.debug = os.environ.get("CUDAGRAD_DEBUG", "") not in ("", "0")
         self._programs: dict = {}                 # (source, launch) -> CudaProgram
         self._free_blocks: dict[int, list[int]] = {}  # size class -> device addresses
         self.bytes_in_use = 0                     # held by live CudaBuffers
@@ -318,8 +314,6 @@ class CudaDevice:
         values = program.arg_values
         for index, buffer in enumerate(buffers):
             values[index] = buffer.ptr
-        if self.debug:
-            start = time.perf_counter()
         # Measured on an H100 host: cuda-python's Cython wrapper (3.4 us) beats
         # calling the driver's cuLaunchKernel pointer through ctypes (4.1 us).
         (status,) = self._driver.cuLaunchKernel(program.function, *program.dims, self._stream,
@@ -327,12 +321,6 @@ class CudaDevice:
         if status:
             raise DeviceError(f"cuda: launching {program.name} failed: {status.name}")
         _STATS["kernels_launched"] += 1  # stats.count inlined: this is the hot path
-        if self.debug:
-            # Waiting here makes the time real and pins an async fault on this kernel.
-            self.synchronize()
-            elapsed_ms = (time.perf_counter() - start) * 1e3
-            print(f"cudagrad: cuda launch {program.name} grid={program.grid} block={program.block} "
-                  f"shared={program.shared_bytes} {elapsed_ms:.3f} ms", file=sys.stderr)
 
     def synchronize(self) -> None:
         self._ensure_current()

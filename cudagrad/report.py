@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from cudagrad.codegen.schedule import graph_order, is_input
 from cudagrad.ir.node import Node
-from cudagrad.realize import plan_kernels
+from cudagrad.realization import plan_kernels
 
 
 def _label(node: Node, names: dict) -> str:

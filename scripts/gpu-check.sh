@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Run the whole test suite (cpu and cuda cases) and the examples on a GPU machine.
+# Usage: scripts/gpu-check.sh [log-dir]
+# Installs what it needs: from wheels in .whl/ when present (machines without an
+# index), else from PyPI with the test extra.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+logs="${1:-${OUT:-/tmp}}"
+mkdir -p "$logs"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/cudagrad-site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/cudagrad-site:$PWD"
+else
+  python3 -m pip install -q ".[test,examples]" || exit 1
+fi
+export CUDAGRAD_CACHE_DIR="${CUDAGRAD_CACHE_DIR:-$(mktemp -d)}"
+status=0
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/gpu.txt"
+python3 -c "import cudagrad as cg; print('cuda available:', cg.cuda_available(), 'default:', cg.default_device())"
+python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$logs/pytest.txt" | tail -n 25 || status=1
+grep -qE "^(FAILED|ERROR)" "$logs/pytest.txt" && status=1
+for example in examples/example.py; do
+  echo "== CUDAGRAD_DEVICE=cuda python3 $example"
+  CUDAGRAD_DEVICE=cuda python3 "$example" 2>&1 | tee -a "$logs/examples.txt" || status=1
+done
+exit $status
