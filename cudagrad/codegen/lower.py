@@ -14,6 +14,7 @@ value is a[..., m, k] * b[..., k, n].
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 
 from cudagrad.codegen.dialect import Dialect, compute_type
@@ -331,5 +332,12 @@ def op_summary(spec: KernelSpec) -> str:
 def lower(spec: KernelSpec, dialect: Dialect) -> tuple[LoweredKernel, list[Node]]:
     """The lowered kernel and the nodes its input parameters read, in order."""
     lowerer = Lowerer(spec, dialect)
-    kernel = lowerer.lower()
+    # value() recurses once per fused node (a few frames each); a long unrolled
+    # chain is thousands deep. Python 3.11+ keeps such frames off the C stack.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10 * len(spec.members) + 1000))
+    try:
+        kernel = lowerer.lower()
+    finally:
+        sys.setrecursionlimit(limit)
     return kernel, lowerer.input_nodes

@@ -117,7 +117,8 @@ class CudaDevice:
         self._device = self._call(driver.cuDeviceGet(ordinal), f"cuDeviceGet({ordinal})")
         self._context = self._call(driver.cuDevicePrimaryCtxRetain(self._device),
                                    "cuDevicePrimaryCtxRetain")
-        self._threads_with_context: set[int] = set()
+        # thread-local, not a set of thread ids: ids are reused once a thread ends
+        self._thread_state = threading.local()
         self._make_current()
         self._stream = self._call(driver.cuStreamCreate(
             driver.CUstream_flags.CU_STREAM_NON_BLOCKING), "cuStreamCreate")
@@ -139,10 +140,10 @@ class CudaDevice:
     def _make_current(self) -> None:
         # A context is current per thread, so each new calling thread sets it once.
         self._call(self._driver.cuCtxSetCurrent(self._context), "cuCtxSetCurrent")
-        self._threads_with_context.add(threading.get_ident())
+        self._thread_state.has_context = True
 
     def _ensure_current(self) -> None:
-        if threading.get_ident() not in self._threads_with_context:
+        if not getattr(self._thread_state, "has_context", False):
             self._make_current()
 
     def _attribute(self, name: str) -> int:
@@ -309,7 +310,7 @@ class CudaDevice:
         if len(buffers) != program.param_count:
             raise ValueError(f"cuda: {program.name} takes {program.param_count} buffers, "
                              f"got {len(buffers)}")
-        if threading.get_ident() not in self._threads_with_context:
+        if not getattr(self._thread_state, "has_context", False):
             self._make_current()
         values = program.arg_values
         for index, buffer in enumerate(buffers):
