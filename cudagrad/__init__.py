@@ -13,6 +13,7 @@ from cudagrad.device import cuda_available, default_device
 from cudagrad.dtypes import DType, bfloat16, float16, float32, float64, int32
 from cudagrad.dtypes import bool_ as bool  # noqa: A001 (the API names it cg.bool)
 from cudagrad.elementwise import clamp, maximum, minimum, where
+from cudagrad.interop import from_dlpack
 from cudagrad.movement import cat, stack
 from cudagrad.reductions import log_softmax, matmul, softmax
 from cudagrad.runtime.errors import CompileError, DeviceError
@@ -75,4 +76,4 @@ __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "arange", "rand", "randn
            "where", "maximum", "minimum", "clamp", "cat", "stack", "matmul", "softmax",
            "log_softmax", "no_grad", "realize", "grad", "explain", "stats", "reset_stats",
            "clear_cache", "default_device", "cuda_available", "CompileError", "DeviceError",
-           "AxisError"]
+           "AxisError", "from_dlpack"]

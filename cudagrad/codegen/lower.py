@@ -55,6 +55,21 @@ class LoweredKernel:
     accumulator_type: str = ""
     accumulator_init: str = ""
     inner_value: str = ""                      # the value combined into the accumulator
+    tiles: MatmulTiles | None = None           # matmul operands as separate loads, for tiling
+
+
+@dataclass
+class MatmulTiles:
+    """A matmul's operands as loads a tiled kernel can place in shared memory:
+    a at (batch, row, kk), b at (batch, kk, col), each with its own statements."""
+    batch: int
+    m: int
+    n: int
+    k: int
+    a_statements: list[str]
+    a_value: str
+    b_statements: list[str]
+    b_value: str
 
 
 def _strides(shape: tuple[int, ...]) -> list[int]:
@@ -266,6 +281,29 @@ class Lowerer:
         kernel.params = outputs + [self.inputs[id(n)] for n in self.input_nodes]
         return kernel
 
+    def _operand_load(self, operand: Node, batch_coords: tuple, rows: str, cols: str):
+        """Statements and value of operand[batch..., rows, cols], in lists of their own."""
+        saved = self.lists, self.memo, self.target
+        self.lists, self.memo, self.target = {"outer": [], "inner": [], "after": []}, {}, "outer"
+        try:
+            value = self.value(operand, Index(operand.shape, coords=batch_coords + (rows, cols)))
+            return self.lists["outer"], value
+        finally:
+            self.lists, self.memo, self.target = saved
+
+    def _matmul_tiles(self, a: Node, b: Node) -> MatmulTiles:
+        batch_shape = a.shape[:-2]
+        saved = self.lists, self.memo
+        self.lists, self.memo = {"outer": [], "inner": [], "after": []}, {}
+        batch_coords = self.coords(Index(batch_shape, flat="batch")) if batch_shape else ()
+        batch_statements = self.lists["outer"]
+        self.lists, self.memo = saved
+        a_statements, a_value = self._operand_load(a, batch_coords, "row", "kk")
+        b_statements, b_value = self._operand_load(b, batch_coords, "kk", "col")
+        return MatmulTiles(prod(batch_shape), a.shape[-2], b.shape[-1], a.shape[-1],
+                           batch_statements + a_statements, a_value,
+                           batch_statements + b_statements, b_value)
+
     def _lower_contraction(self, kernel: LoweredKernel) -> None:
         node = self.spec.contraction
         ctype = compute_type(node.dtype)
@@ -279,6 +317,7 @@ class Lowerer:
             product = self.emit(f"{self.value(a, a_index)} * {self.value(b, b_index)}", ctype, "product")
             kernel.reduce_count, kernel.reduce_op = a.shape[-1], "sum"
             kernel.inner_value = product
+            kernel.tiles = self._matmul_tiles(a, b)
         else:
             src = node.srcs[0]
             reduced_shape = tuple(src.shape[a] for a in node.arg)

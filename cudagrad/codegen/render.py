@@ -18,7 +18,11 @@ from cudagrad.codegen.lower import LoweredKernel
 CPU_PARALLEL_WORK = 1 << 17      # below this, starting threads costs more than it saves
 CUDA_BLOCK = 256
 CUDA_MAX_GRID = 65535 * 16
-CUDA_BLOCK_REDUCE_MIN = 128      # reductions at least this long get a block per output
+CUDA_BLOCK_REDUCE_MIN = 128
+CUDA_MAX_GRID_Z = 65535
+# 16x16 threads, each computing a 4x4 patch: a 64x64 output tile per block
+MATMUL_TILING = {"tile_m": 64, "tile_n": 64, "tile_k": 16, "micro": 4, "threads_m": 16,
+                 "threads_n": 16}      # reductions at least this long get a block per output
 
 
 def template_dir() -> Path:
@@ -57,7 +61,13 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
     context = {"k": kernel, "signature": _signature(kernel, dialect), "needs_half": needs_half,
                "block": CUDA_BLOCK}
     launch: tuple = ()
-    if device == "cuda":
+    if device == "cuda" and kernel.tiles is not None and kernel.tiles.batch <= CUDA_MAX_GRID_Z:
+        tiles = kernel.tiles
+        template = "cuda/matmul.cu.j2"
+        context.update(MATMUL_TILING)
+        launch = ((-(-tiles.n // MATMUL_TILING["tile_n"]), -(-tiles.m // MATMUL_TILING["tile_m"]),
+                   tiles.batch), (CUDA_BLOCK, 1, 1), 0)
+    elif device == "cuda":
         block_reduce = kernel.kind == "reduce" and kernel.reduce_count >= CUDA_BLOCK_REDUCE_MIN
         template = ("cuda/reduce_block.cu.j2" if block_reduce else
                     "cuda/reduce_thread.cu.j2" if kernel.kind == "reduce" else "cuda/elementwise.cu.j2")

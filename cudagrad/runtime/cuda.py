@@ -323,6 +323,11 @@ class CudaDevice:
             raise DeviceError(f"cuda: launching {program.name} failed: {status.name}")
         _STATS["kernels_launched"] += 1  # stats.count inlined: this is the hot path
 
+    @property
+    def stream_handle(self) -> int:
+        """The library's stream as an integer (what DLPack's stream= argument takes)."""
+        return int(self._stream)
+
     def synchronize(self) -> None:
         self._ensure_current()
         (status,) = self._driver.cuStreamSynchronize(self._stream)
