@@ -79,7 +79,7 @@ def dlpack_device(tensor) -> tuple[int, int]:
     return (KDL_CUDA, 0) if tensor.device == "cuda" else (KDL_CPU, 0)
 
 
-def to_dlpack(tensor, stream=None, **_ignored):
+def to_dlpack(tensor, stream=None, **kwargs):
     from cudagrad.device import get_device
     from cudagrad.realization import input_buffer
     tensor.realize()
@@ -88,7 +88,7 @@ def to_dlpack(tensor, stream=None, **_ignored):
     if tensor.device == "cpu" and node.dtype.name != "bfloat16":
         # numpy already speaks DLPack: hand out a view of the buffer's own memory
         view = buffer.array.view(node.dtype.numpy)[:node.numel].reshape(node.shape)
-        return view.__dlpack__()
+        return view.__dlpack__(**kwargs)
     if tensor.device == "cuda":
         get_device("cuda").synchronize()     # the consumer's stream may read at once
     return make_capsule(buffer, node.shape, node.dtype, dlpack_device(tensor))

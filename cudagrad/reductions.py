@@ -20,6 +20,38 @@ def _finish(node, x: Tensor, axes, keepdim: bool, axis):
     return ir.reshape(node, shape)
 
 
+# A reduction with few outputs, each over very many elements, runs as two: partial
+# results over chunks (many outputs: every core or SM busy), then their total.
+SPLIT_MIN_REDUCED = 1 << 15
+SPLIT_MAX_OUTPUTS = 256
+SPLIT_CHUNK = 4096
+
+
+def _reduce(op: Op, node, axes: tuple[int, ...]):
+    reduced_count = prod(node.shape[a] for a in axes)
+    outputs = prod(node.shape) // reduced_count if reduced_count else 0
+    if reduced_count < SPLIT_MIN_REDUCED or outputs > SPLIT_MAX_OUTPUTS:
+        return ir.reduce(op, node, axes)
+    kept = [a for a in range(len(node.shape)) if a not in axes]
+    kept_shape = tuple(node.shape[a] for a in kept)
+    flat = ir.reshape(ir.permute(node, tuple(kept) + tuple(axes)), kept_shape + (reduced_count,))
+    groups = -(-reduced_count // SPLIT_CHUNK)
+    if groups * SPLIT_CHUNK != reduced_count:
+        spec = tuple((0, 1, size, size) for size in kept_shape) + (
+            (0, 1, reduced_count, groups * SPLIT_CHUNK),)
+        padded = ir.pad(flat, spec)                       # zeros: the identity of a sum
+        if op == Op.MAX:
+            inside = ir.pad(ir.const(1, flat.shape, flat.dtype, flat.device), spec)
+            lowest = float("-inf") if node.dtype.is_float else -(2**31)
+            padded = ir.where(inside, padded, ir.const(lowest, padded.shape, padded.dtype,
+                                                        padded.device))
+        flat = padded
+    chunks = ir.reshape(flat, kept_shape + (groups, SPLIT_CHUNK))
+    partial = ir.reduce(op, chunks, (len(kept_shape) + 1,))
+    total = ir.reduce(op, partial, (len(kept_shape),))
+    return ir.reshape(total, ir.reduced_shape(node.shape, axes))
+
+
 def _check_nonempty(op: str, x: Tensor, axes) -> None:
     if any(x.shape[axis] == 0 for axis in axes) or (not axes and x.numel() == 0):
         raise ValueError(f"{op}: cannot reduce a zero-size dimension of shape {shape_text(x.shape)} "
@@ -31,7 +63,7 @@ def sum(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:  # noqa: A001 (m
     node = x._node
     if not node.dtype.is_float:
         node = ir.cast(node, dtypes.int32)
-    reduced = ir.reduce(Op.SUM, node, axes)
+    reduced = _reduce(Op.SUM, node, axes)
     return result_tensor(_finish(reduced, x, axes, keepdim, axis), x)
 
 
@@ -40,7 +72,7 @@ def mean(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:
     _check_nonempty("mean", x, axes)
     count = prod(x.shape[a] for a in axes)
     node = x._node if x.dtype.is_float else ir.cast(x._node, dtypes.float32)
-    total = ir.reduce(Op.SUM, node, axes)
+    total = _reduce(Op.SUM, node, axes)
     scaled = ir.mul(total, ir.const_like(total, 1.0 / count))
     return result_tensor(_finish(scaled, x, axes, keepdim, axis), x)
 
@@ -48,14 +80,14 @@ def mean(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:
 def max(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:  # noqa: A001
     axes = normalize_axes("max", axis, x.ndim, x.shape)
     _check_nonempty("max", x, axes)
-    return result_tensor(_finish(ir.reduce(Op.MAX, x._node, axes), x, axes, keepdim, axis), x)
+    return result_tensor(_finish(_reduce(Op.MAX, x._node, axes), x, axes, keepdim, axis), x)
 
 
 def min(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:  # noqa: A001
     axes = normalize_axes("min", axis, x.ndim, x.shape)
     _check_nonempty("min", x, axes)
     negated = ir.neg(x._node)
-    return result_tensor(_finish(ir.neg(ir.reduce(Op.MAX, negated, axes)), x, axes, keepdim, axis), x)
+    return result_tensor(_finish(ir.neg(_reduce(Op.MAX, negated, axes)), x, axes, keepdim, axis), x)
 
 
 def argmax(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:

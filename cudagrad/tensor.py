@@ -156,15 +156,13 @@ class Tensor:
         return bool(self.item())
 
     def __repr__(self) -> str:
-        values = np.array2string(self.numpy(), separator=", ", threshold=1000, edgeitems=3)
-        extras = [f"shape={list(self.shape)}", f"dtype={self.dtype.name}", f"device='{self.device}'"]
-        if self.requires_grad:
-            extras.append("requires_grad=True")
-        return f"tensor({values}, {', '.join(extras)})"
+        """Like PyTorch's (realizes); lazy under a debugger or CUDAGRAD_LAZY_REPR=1 (see printing.py)."""
+        from cudagrad.printing import tensor_repr
+        return tensor_repr(self)
 
     __str__ = __repr__
 
-    def __dlpack__(self, stream=None, **kwargs):
+    def __dlpack__(self, *, stream=None, **kwargs):
         from cudagrad.interop import to_dlpack
         return to_dlpack(self, stream, **kwargs)
 
