@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # dtypes are singletons: identity equality and hashing
 class DType:
     name: str
     itemsize: int

@@ -12,7 +12,6 @@ import os
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cudagrad.codegen.dialect import DIALECTS
@@ -99,12 +98,29 @@ def _build_plan(targets: list[Node], nodes: list[Node], device_name: str) -> Pla
     planned = plan_kernels(targets, device_name)
     compiled_before = STATS["kernels_compiled"]
     kernels = [kernel for _, kernel, _ in planned]
+    # a cold cache with many kernels takes seconds: say so on a terminal (CUDAGRAD_QUIET=1 silences)
+    quiet = os.environ.get("CUDAGRAD_QUIET", "0").strip() not in ("", "0")
+    show_progress = len(kernels) > 8 and sys.stderr.isatty() and not quiet
+    done = [0]
+    progress_lock = threading.Lock()
+
+    def compile_one(kernel):
+        program = device.compile(kernel)
+        if show_progress:
+            with progress_lock:
+                done[0] += 1
+                if STATS["kernels_compiled"] > compiled_before:    # cache hits need no progress
+                    end = "\n" if done[0] == len(kernels) else ""
+                    print(f"\rcudagrad: compiling kernels {done[0]}/{len(kernels)}", end=end,
+                          file=sys.stderr, flush=True)
+        return program
     if len(kernels) > 1:
         # independent compiles overlap: the C compiler and NVRTC release the GIL
+        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=min(8, len(kernels))) as pool:
-            programs = list(pool.map(device.compile, kernels))
+            programs = list(pool.map(compile_one, kernels))
     else:
-        programs = [device.compile(kernel) for kernel in kernels]
+        programs = [compile_one(kernel) for kernel in kernels]
     if os.environ.get("CUDAGRAD_DEBUG", "0") >= "2" and STATS["kernels_compiled"] > compiled_before:
         for kernel in kernels:
             print(f"[cudagrad] kernel {kernel.name} ({kernel.device}):\n{kernel.source}",

@@ -9,8 +9,6 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-import jinja2
-
 from cudagrad.codegen.dialect import Dialect
 from cudagrad.codegen.kernel import Kernel
 from cudagrad.codegen.lower import LoweredKernel
@@ -36,7 +34,8 @@ def template_dir() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
+def _environment():
+    import jinja2     # imported on first render: `import cudagrad` stays fast
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())),
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                               trim_blocks=False, lstrip_blocks=False)

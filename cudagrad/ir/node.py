@@ -9,12 +9,12 @@ for free and computed once. A node that has been computed keeps its buffer in
 from __future__ import annotations
 
 import weakref
-from enum import Enum, auto
+from enum import IntEnum, auto
 
 from cudagrad.dtypes import DType
 
 
-class Op(Enum):
+class Op(IntEnum):       # int hashing: node keys are hashed on every op built
     # sources
     BUFFER = auto()      # arg: Storage (a leaf's data, swappable by assign)
     CONST = auto()       # arg: a Python number, broadcast to the node's shape
