@@ -5,15 +5,18 @@ compiles it into C (cpu) or CUDA C (cuda) kernels, cached in memory and on disk.
 """
 from __future__ import annotations
 
+import builtins
+from collections.abc import Sequence
+from typing import Any
+
 from cudagrad import methods as _methods
 from cudagrad.checks import AxisError
-from cudagrad.creation import (arange, from_numpy, full, manual_seed, ones, rand, randn, tensor,
-                               zeros)
+from cudagrad.creation import arange, from_numpy, full, manual_seed, ones, rand, randn, tensor, zeros
 from cudagrad.device import cuda_available, default_device
+from cudagrad.draw import draw, draw_many
 from cudagrad.dtypes import DType, bfloat16, float16, float32, float64, int32
 from cudagrad.dtypes import bool_ as bool  # noqa: A001 (the API names it cg.bool)
 from cudagrad.elementwise import clamp, maximum, minimum, where
-from cudagrad.interop import from_dlpack
 from cudagrad.movement import cat, stack
 from cudagrad.reductions import log_softmax, matmul, softmax
 from cudagrad.runtime.errors import CompileError, DeviceError
@@ -21,15 +24,25 @@ from cudagrad.tensor import Tensor, no_grad, realize
 
 _methods.bind()
 
+from cudagrad import nn, optim  # noqa: E402  (they build on the bound Tensor methods)
+from cudagrad.serialization import load, save  # noqa: E402
+
 __version__ = "0.2.0"
 
 
-def grad(output: Tensor, inputs, grad_output: Tensor | None = None) -> list:
+def from_dlpack(source: Any, requires_grad: builtins.bool = False) -> Tensor:
+    """A tensor sharing source's memory: numpy arrays, PyTorch and CuPy tensors."""
+    from cudagrad.interop import from_dlpack as share
+    return share(source, requires_grad)
+
+
+def grad(output: Tensor, inputs: Tensor | Sequence[Tensor],
+         grad_output: Tensor | None = None) -> Tensor | list[Tensor]:
     """d output / d input for each input, as lazy tensors (nothing runs until read)."""
     from cudagrad.ir import ops as ir
     from cudagrad.ir.autograd import gradients
     single = isinstance(inputs, Tensor)
-    inputs = [inputs] if single else list(inputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_output is None:
         if output.numel() != 1:
             from cudagrad.checks import GradientError
@@ -76,4 +89,4 @@ __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "arange", "rand", "randn
            "where", "maximum", "minimum", "clamp", "cat", "stack", "matmul", "softmax",
            "log_softmax", "no_grad", "realize", "grad", "explain", "stats", "reset_stats",
            "clear_cache", "default_device", "cuda_available", "CompileError", "DeviceError",
-           "AxisError", "from_dlpack"]
+           "AxisError", "from_dlpack", "draw", "draw_many", "nn", "optim", "save", "load"]

@@ -106,7 +106,7 @@ def arange(n, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor
         raise TypeError(f"arange: n must be a number, got {n!r}")
     if n < 0:
         raise ValueError(f"arange: n must be non-negative, got {n}")
-    return _make(np.arange(n), dtype, device, requires_grad)
+    return _make(np.arange(n), dtype, device, requires_grad)  # type: ignore[call-overload]
 
 
 def rand(shape, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:

@@ -56,5 +56,5 @@ _METHODS = {
 def bind() -> None:
     for name, function in {**_OPERATORS, **_METHODS}.items():
         setattr(Tensor, name, function)
-    Tensor.__hash__ = object.__hash__       # __eq__ builds a comparison; identity hashing stays
-    Tensor.T = property(lambda x: movement.permute(x, *reversed(range(x.ndim))))
+    Tensor.__hash__ = object.__hash__  # type: ignore[method-assign]  # __eq__ builds a comparison; identity hashing stays
+    Tensor.T = property(lambda x: movement.permute(x, *reversed(range(x.ndim))))  # type: ignore

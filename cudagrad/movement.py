@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from cudagrad.checks import AxisError, normalize_axis, shape_text
 from cudagrad.ir import ops as ir
-from cudagrad.ir.node import prod
+from cudagrad.ir.node import Node, prod
 from cudagrad.tensor import Tensor, result_tensor
 
 
@@ -77,8 +77,8 @@ def squeeze(x: Tensor, axis=None) -> Tensor:
     if axis is None:
         shape = tuple(size for size in x.shape if size != 1)
     else:
-        axes = axis if isinstance(axis, (tuple, list)) else (axis,)
-        axes = {normalize_axis("squeeze", a, x.ndim, x.shape) for a in axes}
+        given = axis if isinstance(axis, (tuple, list)) else (axis,)
+        axes = {normalize_axis("squeeze", a, x.ndim, x.shape) for a in given}
         shape = tuple(size for a, size in enumerate(x.shape) if not (a in axes and size == 1))
     return result_tensor(ir.reshape(x._node, shape), x)
 
@@ -162,13 +162,15 @@ def cat(tensors, axis: int = 0) -> Tensor:
         if t.dtype != first.dtype:
             raise TypeError(f"cat: dtypes differ ({first.dtype.name}, {t.dtype.name})")
     total = sum(t.shape[axis] for t in tensors)
-    result, offset = None, 0
+    result: Node | None = None
+    offset = 0
     for t in tensors:
         spec = tuple((offset, 1, size, total) if d == axis else (0, 1, size, size)
                      for d, size in enumerate(t.shape))
         padded = ir.pad(t._node, spec)
         result = padded if result is None else ir.add(result, padded)
         offset += t.shape[axis]
+    assert result is not None       # cat checked that tensors is not empty
     return result_tensor(result, *tensors)
 
 

@@ -13,8 +13,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from cudagrad.codegen.dialect import DIALECTS
+from cudagrad.codegen.kernel import Kernel
 from cudagrad.codegen.lower import lower
 from cudagrad.codegen.render import render
 from cudagrad.codegen.schedule import KernelSpec, schedule
@@ -69,8 +71,8 @@ def canonicalize(targets: list[Node]) -> tuple[tuple, list[Node]]:
 @dataclass
 class Step:
     """One kernel launch of a plan: the program, and node numbers of its outputs and inputs."""
-    kernel: object
-    program: object
+    kernel: Kernel
+    program: Any
     outputs: tuple[int, ...]
     inputs: tuple[int, ...]
     spec: KernelSpec
@@ -78,11 +80,11 @@ class Step:
 
 @dataclass
 class Plan:
-    device: object
+    device: Any
     steps: list[Step]
 
 
-def plan_kernels(targets: list[Node], device_name: str) -> list[tuple[KernelSpec, object, list[Node]]]:
+def plan_kernels(targets: list[Node], device_name: str) -> list[tuple[KernelSpec, Kernel, list[Node]]]:
     """Schedule, lower and render, without compiling: (spec, Kernel, input nodes) per kernel."""
     dialect = DIALECTS[device_name]
     result = []
@@ -153,7 +155,7 @@ def realize_nodes(targets: list[Node]) -> None:
 def _run(plan: Plan, nodes: list[Node]) -> None:
     device = plan.device
     debug = os.environ.get("CUDAGRAD_DEBUG", "0") >= "1"
-    buffers: dict[int, object] = {}
+    buffers: dict[int, Any] = {}
     for step in plan.steps:
         args = []
         for index in step.outputs:
@@ -178,10 +180,10 @@ def _run(plan: Plan, nodes: list[Node]) -> None:
         nodes[index].realized = buffer
 
 
-def kernels_for(targets: list[Node]) -> list:
+def kernels_for(targets: list[Node]) -> list[Kernel]:
     """The kernels realizing targets would run, in order, without running them."""
     pending = [node for node in dict.fromkeys(targets) if not _is_input(node)]
-    result = []
+    result: list[Kernel] = []
     for device_name in dict.fromkeys(node.device for node in pending):
         group = [node for node in pending if node.device == device_name]
         result.extend(kernel for _, kernel, _ in plan_kernels(group, device_name))

@@ -19,6 +19,7 @@ from cudagrad.ir import ops as ir
 from cudagrad.ir.autograd import gradients
 from cudagrad.ir.node import Node, Op, Storage, make_node, prod
 from cudagrad.realization import input_buffer, kernels_for, realize_nodes
+from cudagrad.tensor_api import TensorOps
 
 _grad_mode = threading.local()
 # leaf nodes -> the tensor that owns them, so backward() can find where to accumulate
@@ -59,7 +60,7 @@ def storage_to_host(dtype: dtypes.DType, array: np.ndarray) -> np.ndarray:
     return array
 
 
-class Tensor:
+class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py binds
     __slots__ = ("_node", "requires_grad", "_grad", "_pending", "_is_leaf", "__weakref__")
     __array_priority__ = 1000     # numpy scalars on the left defer to our operators
 
@@ -255,7 +256,8 @@ class Tensor:
     def assign(self, value: Tensor) -> Tensor:
         """Make this leaf hold value's elements from its next realization on.
         Buffers are never written twice: the result lands in a buffer from the
-        allocator's free list and replaces this leaf's storage."""
+        allocator's free list (the old one goes back to it once nothing reads it),
+        and graphs built before the assignment keep the old value, as in PyTorch."""
         if not self._is_leaf:
             raise ValueError("assign: only a leaf tensor (one made by a constructor) can be assigned")
         if not isinstance(value, Tensor):
@@ -316,6 +318,12 @@ def realize(*tensors: Tensor) -> None:
             targets.append(tensor._node)
     realize_nodes(targets)
     for tensor in assigned:
+        # A fresh leaf node for the new value: graphs built on the old value (lazy
+        # results, gradients, cached realizations) keep reading the old buffer.
         value = tensor._pending
+        assert value is not None
         tensor._pending = None
-        tensor._node.arg.buffer = input_buffer(value)
+        old_node = tensor._node
+        tensor._node = buffer_node(input_buffer(value), old_node.shape, old_node.dtype,
+                                   old_node.device)
+        _LEAF_OWNERS[id(tensor._node)] = tensor

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import cudagrad as cg
-from helpers import as_array, assert_close, const, grad_of, launched, make, numeric_grad
+from helpers import assert_close, const, grad_of, launched, make, numeric_grad
 
 F64 = "float64"
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cudagrad as cg
-from helpers import as_array, assert_close, const, dtype_of, launched, make, np_dtype_of
+from helpers import as_array, assert_close, dtype_of, launched, make, np_dtype_of
 
 # ---------------------------------------------------------------- shapes
 
@@ -638,3 +638,34 @@ def test_float64_is_really_float64(device):
     out = (t + 1e-12) - 1.0
     assert out.item() == (1.0 + 1e-12) - 1.0
     assert ((cg.tensor([1], [1.0], device=device) + 1e-12) - 1.0).item() == 0.0
+
+
+def test_argmax_ties_pick_the_first_index(device):
+    m = cg.tensor([[1.0, 3.0, 3.0], [2.0, 2.0, 1.0]], device=device)
+    assert m.argmax(1).tolist() == [1, 0]
+    assert m.argmax(0).tolist() == [1, 0, 0]
+
+
+def test_argmax_without_axis_is_flat_index(device):
+    m = cg.tensor([[1.0, 5.0], [7.0, 2.0]], device=device)
+    assert m.argmax().item() == 2
+
+
+def test_reduction_over_axis_of_1d_gives_0d(device):
+    t = cg.tensor([4], [1.0, 5.0, 2.0, 4.0], device=device)
+    for out in (t.sum(axis=0), t.max(axis=0), t.argmax(0)):
+        assert out.shape == ()
+
+
+def test_nan_propagates_like_pytorch(device):
+    n = cg.tensor([3], [float("nan"), 1.0, 2.0], device=device)
+    assert np.isnan(n.max().item()) and np.isnan(n.min().item()) and np.isnan(n.sum().item())
+    assert np.isnan(n.relu().data[0]) and np.isnan(n.exp().data[0])
+    assert np.isnan(n.maximum(cg.zeros([3], device=device)).data[0])
+
+
+def test_division_by_zero_and_log_of_zero(device):
+    t = cg.tensor([3], [1.0, 0.0, -1.0], device=device)
+    out = (t / 0.0).data
+    assert out[0] == float("inf") and np.isnan(out[1]) and out[2] == float("-inf")
+    assert cg.tensor([1], [0.0], device=device).log().data == [float("-inf")]

@@ -62,6 +62,24 @@ UNARY = {
     "log_softmax_last": (1, lambda t: t.log_softmax(-1),
                          lambda r, x: x - x.max(-1, keepdims=True) - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))),
     "unsq_sq": (0, lambda t: t.unsqueeze(0).squeeze(0), lambda r, x: x),
+    "gram_mm": (2, lambda t: (t @ t.transpose(-1, -2)) @ t * 0.2,
+                lambda r, x: (x @ np.swapaxes(x, -1, -2)) @ x * 0.2),
+    "permute_rev": (0, lambda t: t.permute(*reversed(range(t.ndim))).sin().permute(*reversed(range(t.ndim))),
+                    lambda r, x: np.sin(x.transpose()).transpose()),
+    "sum_first_unsq": (1, lambda t: t.sum(axis=0).unsqueeze(0), lambda r, x: x.sum(axis=0)[None]),
+    "max_last_unsq": (1, lambda t: t.max(axis=-1).unsqueeze(-1),
+                      lambda r, x: (r.near(top2_gap(x, -1)), x.max(axis=-1)[..., None])[1]),
+    "expand_mean": (0, lambda t: t.unsqueeze(0).expand(3, *t.shape).mean(axis=0) if t.ndim else t * 1.0,
+                    lambda r, x: x * 1.0),
+    "cat_stride": (1, lambda t: cg.cat([t, t * 2.0], axis=-1)[..., ::2],
+                   lambda r, x: np.concatenate([x, x * 2.0], axis=-1)[..., ::2]),
+    "stack_mean": (0, lambda t: cg.stack([t, t.sin()], 0).mean(axis=0), lambda r, x: (x + np.sin(x)) / 2),
+    "softmax_first": (1, lambda t: t.softmax(0),
+                      lambda r, x: np.exp(x - x.max(0, keepdims=True)) / np.exp(x - x.max(0, keepdims=True)).sum(0, keepdims=True)),
+    "center_last": (1, lambda t: t - t.mean(axis=-1, keepdim=True), lambda r, x: x - x.mean(axis=-1, keepdims=True)),
+    "normalize_last": (1, lambda t: t / ((t * t).mean(axis=-1, keepdim=True) + 1.0).sqrt(),
+                       lambda r, x: x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + 1.0)),
+
     "transpose_back": (2, lambda t: (t.transpose(-1, -2) * 1.0).transpose(-1, -2), lambda r, x: x),
 }
 
@@ -79,9 +97,9 @@ BINARY = {
 
 
 @st.composite
-def programs(draw):
+def programs(draw, max_dim=4, max_steps=6):
     rank = draw(st.integers(1, 3))
-    base = tuple(draw(st.lists(st.integers(1, 4), min_size=rank, max_size=rank)))
+    base = tuple(draw(st.lists(st.integers(1, max_dim), min_size=rank, max_size=rank)))
     n_leaves = draw(st.integers(1, 3))
     leaves = []
     for _ in range(n_leaves):
@@ -92,7 +110,7 @@ def programs(draw):
     steps = []
     n_nodes = n_leaves
     ndims = [len(s) for s in leaves]
-    for _ in range(draw(st.integers(1, 6))):
+    for _ in range(draw(st.integers(1, max_steps))):
         if n_nodes >= 2 and draw(st.booleans()):
             name = draw(st.sampled_from(sorted(BINARY)))
             i = draw(st.integers(0, n_nodes - 1))
@@ -146,6 +164,18 @@ def describe(leaves, steps, seed):
 @settings(max_examples=50, **SETTINGS)
 @given(program=programs())
 def test_random_graph_forward_and_backward_float64(device, program):
+    check_program_float64(device, program)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=1500, **SETTINGS)
+@given(program=programs(max_dim=9, max_steps=10))
+def test_fuzz_random_graphs_float64(device, program):
+    """Long run (pytest -m fuzz): bigger shapes and longer programs."""
+    check_program_float64(device, program, fd_limit=300)
+
+
+def check_program_float64(device, program, fd_limit=None):
     leaf_shapes, steps, seed = program
     rng = np.random.default_rng(seed)
     arrays = [rng.standard_normal(s) for s in leaf_shapes]
@@ -164,6 +194,8 @@ def test_random_graph_forward_and_backward_float64(device, program):
     (out * const(weights, device, "float64")).sum().backward()
     loss = lambda *xs: float(np.sum(numpy_program(steps, Ref())(*xs) * weights))
     for i, (leaf, x) in enumerate(zip(leaves, arrays)):
+        if fd_limit is not None and x.size > fd_limit:
+            continue
         want = numeric_grad(loss, arrays, i)
         got = leaf.grad
         if got is None:

@@ -37,7 +37,7 @@ def median_seconds(function, synchronize, warmup: int = 3, repeats: int = 20,
     for _ in range(warmup):
         function()
     synchronize()
-    samples = []
+    samples: list[float] = []
     started = time.perf_counter()
     while len(samples) < repeats or (time.perf_counter() - started < min_seconds
                                      and len(samples) < 10 * repeats):

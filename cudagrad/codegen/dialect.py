@@ -59,6 +59,8 @@ class Dialect:
         return text if ctype == "float" else f"(double){text}"
 
     def function(self, op: Op, ctype: str, args: list[str]) -> str:
+        if op == Op.EXP and ctype == "float" and self.name == "c":
+            return f"cg_expf({args[0]})"       # vectorizable; see templates/c/preamble.j2
         if ctype == "int" and op == Op.ABS:
             return f"abs({args[0]})"
         if ctype == "int" and op == Op.POW:

@@ -90,9 +90,9 @@ class Lowerer:
         self.counter = 0
         self.target = "outer"        # where emit() puts statements
         self.inner_names: set[str] = set()
-        self.lists = {"outer": [], "inner": [], "after": []}
+        self.lists: dict[str, list[str]] = {"outer": [], "inner": [], "after": []}
         self.reduce_loop_var = "r"
-        self.accumulator = None
+        self.accumulator = ""         # the accumulator's C expression, set by _lower_contraction
         self.member_ids = {id(n) for n in spec.members}
         biggest = max([n.numel for n in spec.members + spec.roots] + [1])
         self.index_type = "int" if biggest <= MAX_INT32_INDEX else "long long"
@@ -128,6 +128,7 @@ class Lowerer:
     def coords(self, index: Index) -> tuple[str, ...]:
         if index.coords is not None:
             return index.coords
+        assert index.flat is not None, "an Index holds coords or a flat index"
         result = []
         strides = _strides(index.shape)
         leading = True
@@ -145,6 +146,7 @@ class Lowerer:
     def flat(self, index: Index) -> str:
         if index.flat is not None:
             return index.flat
+        assert index.coords is not None, "an Index holds coords or a flat index"
         terms = []
         for coord, size, stride in zip(index.coords, index.shape, _strides(index.shape)):
             if size == 1 or coord == "0":
@@ -277,7 +279,8 @@ class Lowerer:
         for param, out in zip(outputs, spec.roots):
             value = self.value(out, Index(out.shape, flat="o"))
             kernel.stores.append(dialect.store(param.name, "o", value, out.dtype))
-        kernel.outer, kernel.inner, kernel.after = self.lists["outer"], self.lists["inner"], self.lists["after"]
+        kernel.outer, kernel.inner = self.lists["outer"], self.lists["inner"]
+        kernel.after = self.lists["after"]
         kernel.params = outputs + [self.inputs[id(n)] for n in self.input_nodes]
         return kernel
 
@@ -306,6 +309,7 @@ class Lowerer:
 
     def _lower_contraction(self, kernel: LoweredKernel) -> None:
         node = self.spec.contraction
+        assert node is not None, "called only for a kernel with a contraction"
         ctype = compute_type(node.dtype)
         out_coords = self.coords(Index(node.shape, flat="o"))
         self.target = "inner"

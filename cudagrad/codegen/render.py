@@ -15,6 +15,7 @@ from cudagrad.codegen.lower import LoweredKernel
 
 CPU_PARALLEL_WORK = 1 << 17      # below this, starting threads costs more than it saves
 CUDA_BLOCK = 256
+CPU_MATMUL_TILING = {"rows": 8, "cols": 32}     # 8x32 floats: 16 AVX-512 or 32 AVX2 registers
 CUDA_MAX_GRID = 65535 * 16
 CUDA_BLOCK_REDUCE_MIN = 128
 CUDA_MAX_GRID_Z = 65535
@@ -35,7 +36,7 @@ def template_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def _environment():
-    import jinja2     # imported on first render: `import cudagrad` stays fast
+    import jinja2  # imported on first render: `import cudagrad` stays fast
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())),
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                               trim_blocks=False, lstrip_blocks=False)
@@ -72,6 +73,10 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
                     "cuda/reduce_thread.cu.j2" if kernel.kind == "reduce" else "cuda/elementwise.cu.j2")
         blocks = kernel.numel if block_reduce else -(-kernel.numel // CUDA_BLOCK)
         launch = ((max(1, min(blocks, CUDA_MAX_GRID)), 1, 1), (CUDA_BLOCK, 1, 1), 0)
+    elif kernel.tiles is not None:
+        template = "c/matmul.c.j2"
+        context.update(CPU_MATMUL_TILING)
+        context["parallel"] = kernel.numel * kernel.reduce_count >= CPU_PARALLEL_WORK
     else:
         template = "c/reduce.c.j2" if kernel.kind == "reduce" else "c/elementwise.c.j2"
         work = kernel.numel * max(kernel.reduce_count, 1)

@@ -80,8 +80,9 @@ def _grow_kernel(root: Node, materialized: set[int], consumers) -> tuple[KernelS
     spec = KernelSpec([root])
     visited: set[tuple[int, bool]] = set()
     member_ids: set[int] = set()
-    parent_of: dict[int, Node] = {}
-    stack = [(root, True, None)]      # (node, in epilogue: element order still root's, consumer)
+    parent_of: dict[int, Node | None] = {}
+    # (node, in epilogue: element order still root's, consumer)
+    stack: list[tuple[Node, bool, Node | None]] = [(root, True, None)]
     while stack:
         node, epilogue, parent = stack.pop()
         if (id(node), epilogue) in visited:

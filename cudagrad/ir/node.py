@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import weakref
 from enum import IntEnum, auto
+from typing import Any
 
 from cudagrad.dtypes import DType
 
@@ -72,7 +73,7 @@ class Node:
         self.shape = shape
         self.dtype = dtype
         self.device = device
-        self.realized = None     # a device buffer once computed
+        self.realized: Any = None     # a device buffer once computed
 
     @property
     def numel(self) -> int:
