@@ -156,4 +156,83 @@ def _try_schedule(order, materialized, consumers):
             owner[id(member)] = len(specs)
         specs.append(spec)
     specs.reverse()                     # producers first
-    return specs, False
+    return merge_elementwise(specs), False
+
+
+def _reads_contraction_in_order(spec: KernelSpec, group_members: set[int], contraction: Node) -> bool:
+    """Whether every path from spec's roots to the contraction keeps element order, so
+    spec's element o needs exactly the accumulator of output element o."""
+    own = {id(member) for member in spec.members}
+    stack = [(root, True) for root in spec.roots]
+    seen: set[tuple[int, bool]] = set()
+    while stack:
+        node, in_order = stack.pop()
+        if (id(node), in_order) in seen:
+            continue
+        seen.add((id(node), in_order))
+        if node is contraction:
+            if not in_order:
+                return False
+            continue
+        if id(node) in own or id(node) in group_members:
+            for src in node.srcs:
+                stack.append((src, in_order and _keeps_order(node)))
+    return True
+
+
+def merge_elementwise(specs: list[KernelSpec]) -> list[KernelSpec]:
+    """Fuse elementwise kernels into earlier kernels over the same number of output
+    elements, giving kernels of several outputs (an optimizer step updates each
+    parameter and its state in one pass, in the epilogue of the matmul or reduction
+    that made its gradient). A kernel joins a group only if nothing scheduled since
+    the group's first kernel reads the group's results, so running the group at its
+    last member's place keeps every dependency in order; and it joins a contraction's
+    group only if it reads the contraction's result element by element. Values one
+    member computes and another reads are computed once, inline."""
+    owner = {id(root): index for index, spec in enumerate(specs) for root in spec.roots}
+    depends: list[set[int]] = []
+    for index, spec in enumerate(specs):
+        direct = {owner[id(src)] for member in spec.members for src in member.srcs
+                  if id(src) in owner and owner[id(src)] != index}
+        transitive = set(direct)
+        for dependency in direct:
+            transitive |= depends[dependency]
+        depends.append(transitive)
+    groups: list[list[int]] = []
+    group_members: list[set[int]] = []
+    for index, spec in enumerate(specs):
+        joined = False
+        if spec.kind == "elementwise":
+            for group, members in zip(groups, group_members):
+                first = specs[group[0]]
+                if first.roots[0].numel != spec.roots[0].numel:
+                    continue
+                in_group = set(group)
+                if any(depends[other] & in_group for other in range(group[0], index)
+                       if other not in in_group):
+                    continue
+                if first.contraction is not None and not _reads_contraction_in_order(
+                        spec, members, first.contraction):
+                    continue
+                group.append(index)
+                members.update(id(member) for member in spec.members)
+                joined = True
+                break
+        if not joined:
+            groups.append([index])
+            group_members.append({id(member) for member in spec.members})
+    merged = []
+    for group in sorted(groups, key=lambda g: g[-1]):
+        if len(group) == 1:
+            merged.append(specs[group[0]])
+            continue
+        first = specs[group[0]]
+        spec = KernelSpec([root for i in group for root in specs[i].roots], first.contraction)
+        seen: set[int] = set()
+        for i in group:
+            for member in specs[i].members:
+                if id(member) not in seen:
+                    seen.add(id(member))
+                    spec.members.append(member)
+        merged.append(spec)
+    return merged
