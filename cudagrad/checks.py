@@ -32,6 +32,8 @@ def normalize_axes(op: str, axis, ndim: int, shape=None) -> tuple[int, ...]:
     result = tuple(normalize_axis(op, a, ndim, shape) for a in axes)
     if len(set(result)) != len(result):
         raise ValueError(f"{op}: axis {axis} repeats a dimension of shape {shape_text(shape)}")
+    if ndim == 0:
+        return ()        # a 0-d tensor accepts axis 0 or -1, as numpy: nothing to reduce
     return result
 
 

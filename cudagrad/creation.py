@@ -33,15 +33,21 @@ def _to_array(op: str, data) -> np.ndarray:
         array = np.array(data)
     except ValueError as error:
         raise ValueError(f"{op}: nested lists have uneven lengths ({error})") from None
-    if array.dtype == object:
-        raise ValueError(f"{op}: data is ragged or holds non-numbers; nested lists must have even "
-                         "lengths and hold only numbers")
+    if array.dtype == object:      # numpy already refused ragged lists: these are non-numbers
+        raise TypeError(f"{op}: data holds non-numbers (None, tensors or other objects); "
+                        "nested lists must hold only numbers")
     _check_values(op, array)
     return array
 
 
 def _make(array: np.ndarray, dtype, device, requires_grad: bool) -> Tensor:
     dtype = dtypes.float32 if dtype is None else dtypes.to_dtype(dtype)
+    if dtype == dtypes.int32 and array.size and array.dtype.kind in "iuf":
+        info = np.iinfo(np.int32)
+        outside = ~((array >= info.min) & (array <= info.max))     # nan is outside too
+        if outside.any():
+            raise ValueError(f"tensor: value {array[outside].reshape(-1)[0].item()!r} does not fit in "
+                             f"int32 (shape {list(array.shape)}); it would wrap silently")
     return Tensor.from_numpy_array(array, dtype, device, requires_grad)
 
 

@@ -130,9 +130,13 @@ def getitem(x: Tensor, index) -> Tensor:
                                  f"size {size} (shape {shape_text(x.shape)})")
             spec.append((item % size, 1, 1))
         else:
-            start, stop, step = item.indices(size)
-            if step == 0:
-                raise ValueError("index: slice step cannot be zero")
+            if item.step == 0:      # checked before slice.indices, whose message names no op
+                raise ValueError(f"index: slice step cannot be zero (shape {shape_text(x.shape)})")
+            try:
+                start, stop, step = item.indices(size)
+            except TypeError:
+                raise TypeError(f"index: slice {item!r} must hold ints or None "
+                                f"(shape {shape_text(x.shape)})") from None
             count = len(range(start, stop, step))
             spec.append((start if count else 0, step if count else 1, count))
             final_shape.append(count)

@@ -69,11 +69,11 @@ def sum(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:  # noqa: A001 (m
 
 def mean(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:
     axes = normalize_axes("mean", axis, x.ndim, x.shape)
-    _check_nonempty("mean", x, axes)
     count = prod(x.shape[a] for a in axes)
     node = x._node if x.dtype.is_float else ir.cast(x._node, dtypes.float32)
     total = _reduce(Op.SUM, node, axes)
-    scaled = ir.mul(total, ir.const_like(total, 1.0 / count))
+    # the mean of nothing is nan, as numpy's and PyTorch's
+    scaled = ir.mul(total, ir.const_like(total, 1.0 / count if count else float("nan")))
     return result_tensor(_finish(scaled, x, axes, keepdim, axis), x)
 
 
@@ -98,6 +98,8 @@ def argmax(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:
             raise ValueError("argmax: cannot take the argmax of an empty tensor")
         return Tensor(ir.reshape(ir.reduce(Op.ARGMAX, flat, (0,)), ()), False)
     axis = normalize_axis("argmax", axis, x.ndim, x.shape)
+    if x.ndim == 0:
+        return argmax(x)      # numpy: a 0-d tensor's argmax along axis 0 is 0
     _check_nonempty("argmax", x, (axis,))
     node = ir.reduce(Op.ARGMAX, x._node, (axis,))
     if not keepdim:

@@ -19,8 +19,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 python3 -c "import cudagrad as cg; print('cuda available:', cg.cuda_available(), 'default:', cg.default_device())"
 python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$logs/pytest.txt" | tail -n 25 || status=1
 grep -qE "^(FAILED|ERROR)" "$logs/pytest.txt" && status=1
-for example in examples/example.py; do
-  echo "== CUDAGRAD_DEVICE=cuda python3 $example"
-  CUDAGRAD_DEVICE=cuda python3 "$example" 2>&1 | tee -a "$logs/examples.txt" || status=1
-done
+echo "== CUDAGRAD_DEVICE=cuda python3 examples/example.py" | tee -a "$logs/examples.txt"
+CUDAGRAD_DEVICE=cuda python3 examples/example.py 2>&1 | tee -a "$logs/examples.txt" || status=1
+echo "== python3 examples/train_digits.py --device cuda" | tee -a "$logs/examples.txt"
+python3 examples/train_digits.py --device cuda 2>&1 | tr '\r' '\n' | grep -v "it/s" | tail -n 8 | tee -a "$logs/examples.txt" || status=1
+python3 -m cudagrad info > "$logs/info.txt" 2>&1 || status=1
 exit $status

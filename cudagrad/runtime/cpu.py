@@ -107,8 +107,9 @@ class CpuDevice:
         if entry is not None:
             try:
                 library = ctypes.CDLL(str(entry))
+                getattr(library, kernel.name)     # an entry without this kernel is not trusted
                 count("cache_hits_disk")
-            except OSError:
+            except (OSError, AttributeError):
                 library = None
         if library is None:
             library = self._build(kernel, key)
@@ -134,7 +135,9 @@ class CpuDevice:
             count("kernels_compiled")
             data = output.read_bytes()
             entry = cache.store(key, ".so", data)
-            return ctypes.CDLL(str(entry if entry is not None else output))
+            # load the fresh file, not the entry's path: dlopen would hand back a bad
+            # entry of that path already loaded by this process
+            return ctypes.CDLL(str(output))
 
     def launch(self, program: Program, buffers: list) -> None:
         program.function(*[buffer.ptr for buffer in buffers])
