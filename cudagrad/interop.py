@@ -80,15 +80,13 @@ def dlpack_device(tensor) -> tuple[int, int]:
 
 
 def to_dlpack(tensor, stream=None, **kwargs):
+    """A legacy "dltensor" capsule (every consumer accepts it, also when it asked for
+    a newer version) over the tensor's own buffer."""
     from cudagrad.device import get_device
     from cudagrad.realization import input_buffer
     tensor.realize()
     node = tensor.node
     buffer = input_buffer(node)
-    if tensor.device == "cpu" and node.dtype.name != "bfloat16":
-        # numpy already speaks DLPack: hand out a view of the buffer's own memory
-        view = buffer.array.view(node.dtype.numpy)[:node.numel].reshape(node.shape)
-        return view.__dlpack__(**kwargs)
     if tensor.device == "cuda":
         get_device("cuda").synchronize()     # the consumer's stream may read at once
     return make_capsule(buffer, node.shape, node.dtype, dlpack_device(tensor))

@@ -326,4 +326,6 @@ def realize(*tensors: Tensor) -> None:
         old_node = tensor._node
         tensor._node = buffer_node(input_buffer(value), old_node.shape, old_node.dtype,
                                    old_node.device)
+        if _LEAF_OWNERS.get(id(old_node)) is tensor:
+            del _LEAF_OWNERS[id(old_node)]    # the tensor lives on: its old entry would leak
         _LEAF_OWNERS[id(tensor._node)] = tensor

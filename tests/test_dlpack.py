@@ -55,7 +55,7 @@ def test_torch_round_trip_shares_device_memory(rng):
     y = (tensor * 3 + 1).realize()
     back = torch.from_dlpack(y)
     assert back.data_ptr() == _ptr(y)
-    np.testing.assert_allclose(back.cpu().numpy(), x.cpu().numpy() * 3 + 1, rtol=1e-6)
+    np.testing.assert_allclose(back.cpu().numpy(), x.cpu().numpy() * 3 + 1, rtol=1e-5, atol=1e-6)
     x.mul_(2)                                   # torch writes; cudagrad reads the same memory
     torch.cuda.synchronize()
     np.testing.assert_allclose(tensor.numpy(), x.cpu().numpy())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cudagrad as cg
-from helpers import as_array, assert_close, dtype_of, launched, make, np_dtype_of
+from helpers import as_array, assert_close, dtype_of, grad_of, launched, make, np_dtype_of
 
 # ---------------------------------------------------------------- shapes
 
@@ -669,3 +669,33 @@ def test_division_by_zero_and_log_of_zero(device):
     out = (t / 0.0).data
     assert out[0] == float("inf") and np.isnan(out[1]) and out[2] == float("-inf")
     assert cg.tensor([1], [0.0], device=device).log().data == [float("-inf")]
+
+
+@pytest.mark.parametrize("case", ["sum_fused", "sum_view", "max_slice", "min_flip", "mean_expand",
+                                  "sum_axis0_tall", "argmax_wide", "var_rows"])
+def test_large_reductions(device, rng, seed, case):
+    """Big reductions (split into partial and total kernels, or blocked) with fused producers and views."""
+    X = rng.standard_normal((600, 1100)).astype(np.float32)
+    Y = rng.standard_normal((1100,)).astype(np.float32)
+    x, y = make(X, device), make(Y, device)
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    got, want = {
+        "sum_fused": lambda: ((x * y * 0.1).exp().sum(), [np.exp(X64 * Y64 * 0.1).sum()]),
+        "sum_view": lambda: (x.T[::2].sum(), [X64.T[::2].sum()]),
+        "max_slice": lambda: ((x[::3, 5:] - 10.0).max(), [(X64[::3, 5:] - 10.0).max()]),
+        "min_flip": lambda: (x[::-1, ::-1].min(axis=0), X64[::-1, ::-1].min(axis=0)),
+        "mean_expand": lambda: (y.expand(600, 1100).mean(), [Y64.mean()]),
+        "sum_axis0_tall": lambda: (x.sum(axis=0, keepdim=True), X64.sum(axis=0, keepdims=True)),
+        "argmax_wide": lambda: (x.reshape(2, -1).argmax(1), X.reshape(2, -1).argmax(1)),
+        "var_rows": lambda: (((x - x.mean(axis=1, keepdim=True)) ** 2).mean(axis=1), X64.var(axis=1)),
+    }[case]()
+    assert_close(got, want, "float32", f"{case} seed={seed}", rtol=2e-4, atol=1e-4)
+
+
+def test_large_reduction_gradients(device, rng, seed):
+    X = rng.standard_normal((700, 900))
+    x = make(X, device, "float64")
+    ((x * x).sum() + x.T.sum(axis=0).max() * 0.0 + x.max()).backward()
+    want = 2 * X
+    want[np.unravel_index(X.argmax(), X.shape)] += 1.0
+    assert_close(grad_of(x), want, "float64", f"seed={seed}")

@@ -288,3 +288,31 @@ def test_random_slicing_matches_numpy(device, shape, data, seed):
     want[index] += w            # basic indexing picks each element at most once
     np.testing.assert_allclose(np.asarray(t.grad).reshape(shape), want, rtol=1e-12, atol=0,
                                err_msg=f"grad of {shape}[{index}]")
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(program=programs())
+def test_random_graph_backward_float32(device, program):
+    """float32 gradients against float64 finite differences, at float32 tolerance."""
+    leaf_shapes, steps, seed = program
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(s).astype(np.float32).astype(np.float64) for s in leaf_shapes]
+    ref = Ref()
+    expected = np.asarray(numpy_program(steps, ref)(*arrays), dtype=np.float64)
+    assume(ref.margin > 1e-2)
+    assume(np.all(np.isfinite(expected)) and np.max(np.abs(expected), initial=0) < 1e2)
+    info = describe(leaf_shapes, steps, seed)
+    leaves = [make(x, device, "float32") for x in arrays]
+    out = cg_program(steps)(*leaves)
+    weights = rng.standard_normal(expected.shape)
+    (out * const(weights, device, "float32")).sum().backward()
+    loss = lambda *xs: float(np.sum(numpy_program(steps, Ref())(*xs) * weights))
+    for i, (leaf, x) in enumerate(zip(leaves, arrays)):
+        want = numeric_grad(loss, arrays, i)
+        got = leaf.grad
+        if got is None:
+            assert np.all(want == 0), f"input {i} got no gradient: {info}"
+            continue
+        got = np.asarray(got, dtype=np.float64).reshape(x.shape)
+        scale = max(1.0, float(np.max(np.abs(want), initial=0)))
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * scale, err_msg=f"grad {i}: {info}")

@@ -65,8 +65,9 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
         tiles = kernel.tiles
         template = "cuda/matmul.cu.j2"
         context.update(MATMUL_TILING)
-        launch = ((-(-tiles.n // MATMUL_TILING["tile_n"]), -(-tiles.m // MATMUL_TILING["tile_m"]),
-                   tiles.batch), (CUDA_BLOCK, 1, 1), 0)
+        launch = ((max(1, -(-tiles.n // MATMUL_TILING["tile_n"])),
+                   max(1, -(-tiles.m // MATMUL_TILING["tile_m"])), max(1, tiles.batch)),
+                  (CUDA_BLOCK, 1, 1), 0)
     elif device == "cuda":
         block_reduce = kernel.kind == "reduce" and kernel.reduce_count >= CUDA_BLOCK_REDUCE_MIN
         template = ("cuda/reduce_block.cu.j2" if block_reduce else
