@@ -279,8 +279,6 @@ def test_matmul_epilogue_fuses(device, rng):
     assert_close(out, np.maximum(xv @ yv + bv, 0) * 2.0, "float32")
 
 
-@pytest.mark.xfail(reason="DESIGN.md target (not required by issue 2): reduce-then-broadcast "
-                          "patterns (softmax, layer norm) are one kernel per row", strict=False)
 @pytest.mark.parametrize("pattern", ["softmax", "log_softmax", "center", "layernorm"])
 def test_reduce_then_broadcast_is_one_kernel(device, rng, pattern):
     (x,) = fresh(rng, (8, 16), device=device)
@@ -292,3 +290,13 @@ def test_reduce_then_broadcast_is_one_kernel(device, rng, pattern):
         / (((x - x.mean(axis=-1, keepdim=True)) ** 2).mean(axis=-1, keepdim=True) + 1e-5).sqrt(),
     }[pattern]()
     assert n_kernels(out) == 1, [k.name for k in out.kernels()]
+    xv = as_array(x).astype(np.float64)
+    shifted = xv - xv.max(-1, keepdims=True)
+    centered = xv - xv.mean(-1, keepdims=True)
+    expected = {
+        "softmax": np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True),
+        "log_softmax": shifted - np.log(np.exp(shifted).sum(-1, keepdims=True)),
+        "center": centered,
+        "layernorm": centered / np.sqrt((centered ** 2).mean(-1, keepdims=True) + 1e-5),
+    }[pattern]
+    assert_close(out, expected, "float32")

@@ -39,23 +39,47 @@ class Index:
 
 
 @dataclass
+class Phase:
+    """One reduction of a reduce kernel: a loop over the reduced elements of a row."""
+    op: str                      # "sum" | "max" | "argmax"
+    count: int                   # elements reduced per row
+    accumulator: str             # the C variable, e.g. acc0
+    best_index: str              # argmax only: the index variable
+    accumulator_type: str
+    init: str
+    value: str                   # the value combined into the accumulator
+    pre: list[str] = field(default_factory=list)     # per row, before the loop
+    loop: list[str] = field(default_factory=list)    # per reduced element
+
+
+@dataclass
 class LoweredKernel:
+    """Statements in loops. Elementwise: `outer` per output element o. Reduce: per
+    row o, `outer`, then each phase's loop, then `after` (the epilogue); with
+    `final_loop`, a last loop over the row computes `final` and stores every element."""
     kind: str                                  # "elementwise" | "reduce"
     params: list[KernelParam]
-    numel: int                                 # output elements
+    numel: int                                 # output elements, or rows of a reduce kernel
     index_type: str                            # int, or long long past 2^31 elements
     header: list[str]
     op_names: list[str]                        # the fused ops, for the kernel's name
     outer: list[str] = field(default_factory=list)
-    inner: list[str] = field(default_factory=list)
+    phases: list[Phase] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
+    final_loop: bool = False
+    final_count: int = 0
+    final: list[str] = field(default_factory=list)
     stores: list[str] = field(default_factory=list)
-    reduce_count: int = 0
-    reduce_op: str = ""                        # "sum" | "max" | "argmax"
-    accumulator_type: str = ""
-    accumulator_init: str = ""
-    inner_value: str = ""                      # the value combined into the accumulator
     tiles: MatmulTiles | None = None           # matmul operands as separate loads, for tiling
+
+    @property
+    def reduce_count(self) -> int:
+        return max([phase.count for phase in self.phases] + [self.final_count])
+
+    @property
+    def single_sum(self) -> bool:
+        """One sum and nothing per element after it: the loop itself may be split."""
+        return len(self.phases) == 1 and self.phases[0].op == "sum" and not self.final_loop
 
 
 @dataclass
@@ -81,6 +105,11 @@ def _strides(shape: tuple[int, ...]) -> list[int]:
 
 
 class Lowerer:
+    """Scopes: "outer" (per output element or row), "loop{p}" (the loop of reduction
+    phase p) with "pre{p}" before it, "after" (after the last phase) and "final"
+    (the last loop over a row). emit() hoists each statement to the outermost
+    scope of the current phase whose variables it does not need."""
+
     def __init__(self, spec: KernelSpec, dialect: Dialect):
         self.spec = spec
         self.dialect = dialect
@@ -88,39 +117,42 @@ class Lowerer:
         self.input_nodes: list[Node] = []
         self.memo: dict = {}
         self.counter = 0
-        self.target = "outer"        # where emit() puts statements
-        self.inner_names: set[str] = set()
-        self.lists: dict[str, list[str]] = {"outer": [], "inner": [], "after": []}
+        self.loop_scope = "outer"     # where statements that need the loop variable go
+        self.hoist_scope = "outer"    # where the others go
+        self.loop_names: set[str] = set()
+        self.lists: dict[str, list[str]] = {"outer": [], "after": [], "final": []}
         self.reduce_loop_var = "r"
-        self.accumulator = ""         # the accumulator's C expression, set by _lower_contraction
+        self.accumulators: dict[int, str] = {}    # finished reductions -> their C value
         self.member_ids = {id(n) for n in spec.members}
         biggest = max([n.numel for n in spec.members + spec.roots] + [1])
         self.index_type = "int" if biggest <= MAX_INT32_INDEX else "long long"
 
+    def enter(self, loop_scope: str, hoist_scope: str) -> None:
+        self.loop_scope, self.hoist_scope = loop_scope, hoist_scope
+        self.lists.setdefault(loop_scope, [])
+        self.lists.setdefault(hoist_scope, [])
+        self.loop_names = set()
+
     # ---- statements -----------------------------------------------------------
-    def _depends_on_inner(self, expr: str) -> bool:
-        if self.target == "after":
+    def _needs_loop(self, expr: str) -> bool:
+        if self.loop_scope == self.hoist_scope:
             return False
         tokens = set(_IDENTIFIER.findall(expr))
-        return self.reduce_loop_var in tokens or bool(tokens & self.inner_names)
+        return self.reduce_loop_var in tokens or bool(tokens & self.loop_names)
 
     def emit(self, expr: str, ctype: str, hint: str) -> str:
-        """A named constant holding expr, placed in the innermost list it needs."""
+        """A named constant holding expr, placed in the outermost scope it can live in."""
         if _IDENTIFIER.fullmatch(expr) or expr.isdigit():
             return expr                  # already a name or a number: no new statement
-        scope = self.target
-        if scope != "after" and self._depends_on_inner(expr):
-            scope = "inner"
-        elif scope != "after":
-            scope = "outer"
+        scope = self.loop_scope if self._needs_loop(expr) else self.hoist_scope
         key = (scope, expr)
         if key in self.memo:
             return self.memo[key]
         self.counter += 1
         name = f"{hint}{self.counter}"
         self.lists[scope].append(f"const {ctype} {name} = {expr};")
-        if scope == "inner":
-            self.inner_names.add(name)
+        if scope == self.loop_scope and scope != self.hoist_scope:
+            self.loop_names.add(name)
         self.memo[key] = name
         return name
 
@@ -208,7 +240,7 @@ class Lowerer:
         return self.inputs[id(node)].name
 
     def value(self, node: Node, index: Index) -> str:
-        key = (id(node), index, self.target)
+        key = (id(node), index, self.loop_scope, self.hoist_scope)
         if key in self.memo:
             return self.memo[key]
         result = self._value(node, index)
@@ -219,8 +251,8 @@ class Lowerer:
         ctype = compute_type(node.dtype)
         dialect = self.dialect
         materialized = is_input(node) or id(node) not in self.member_ids
-        if node is self.spec.contraction and self.target == "after":
-            return self.accumulator
+        if id(node) in self.accumulators:
+            return self.accumulators[id(node)]     # a reduction of an earlier phase
         if materialized:
             load = dialect.load(self.param(node), self.flat(index), node.dtype)
             if index.valid:
@@ -273,81 +305,113 @@ class Lowerer:
         outputs = [KernelParam(f"out{i}", r.dtype, True) for i, r in enumerate(spec.roots)]
         kernel = LoweredKernel(spec.kind if spec.kind == "elementwise" else "reduce", [],
                                root.numel, self.index_type, header, fused_op_names(spec))
-        if spec.contraction is not None:
-            self._lower_contraction(kernel)
-        self.target = "after" if spec.contraction is not None else "outer"
+        store_index, row_element = "o", None
+        if spec.contractions:
+            row_coords = self._lower_phases(kernel)
+            if spec.row_loop:
+                first = spec.contractions[0]
+                self.enter("final", "after")
+                full = self._row_element(first.srcs[0].shape, first.arg, row_coords)
+                store_index = self.flat(Index(first.srcs[0].shape, coords=full))
+                row_element = full
+                kernel.final_loop, kernel.final_count = True, prod(first.srcs[0].shape[a]
+                                                                   for a in first.arg)
+                if kernel.final_count == 0:
+                    kernel.final_loop = False     # nothing to write
+            else:
+                self.enter("after", "after")
         for param, out in zip(outputs, spec.roots):
-            value = self.value(out, Index(out.shape, flat="o"))
-            kernel.stores.append(dialect.store(param.name, "o", value, out.dtype))
-        kernel.outer, kernel.inner = self.lists["outer"], self.lists["inner"]
-        kernel.after = self.lists["after"]
+            index = Index(out.shape, flat=store_index)
+            if row_element is not None and out.shape == spec.contractions[0].srcs[0].shape:
+                index = Index(out.shape, coords=row_element, flat=store_index)
+            value = self.value(out, index)
+            kernel.stores.append(dialect.store(param.name, store_index, value, out.dtype))
+        kernel.outer, kernel.after = self.lists["outer"], self.lists["after"]
+        kernel.final = self.lists["final"]
         kernel.params = outputs + [self.inputs[id(n)] for n in self.input_nodes]
         return kernel
 
+    def _row_element(self, shape, axes, row_coords) -> tuple[str, ...]:
+        """Coordinates in shape of element r of the current row (axes are the row)."""
+        reduced = self.coords(Index(tuple(shape[a] for a in axes), flat=self.reduce_loop_var))
+        coords = list(row_coords)
+        for axis, coord in zip(axes, reduced):
+            coords[axis] = coord
+        return tuple(coords)
+
+    def _lower_phases(self, kernel: LoweredKernel) -> tuple[str, ...]:
+        """One phase per contraction; returns the row's coordinates."""
+        contractions = self.spec.contractions
+        kernel.numel = contractions[0].numel
+        row_coords = self.coords(Index(contractions[0].shape, flat="o"))
+        for number, node in enumerate(contractions):
+            self.enter(f"loop{number}", "outer" if number == 0 else f"pre{number}")
+            if node.op == Op.MATMUL:
+                a, b = node.srcs
+                k = self.reduce_loop_var
+                a_value = self.value(a, Index(a.shape, coords=row_coords[:-1] + (k,)))
+                b_value = self.value(b, Index(b.shape, coords=row_coords[:-2] + (k, row_coords[-1])))
+                ctype = compute_type(node.dtype)
+                value = self.emit(f"{a_value} * {b_value}", ctype, "product")
+                op, count = "sum", a.shape[-1]
+                kernel.tiles = self._matmul_tiles(a, b)
+            else:
+                src = node.srcs[0]
+                full = self._row_element(src.shape, node.arg, row_coords)
+                value = self.value(src, Index(src.shape, coords=full))
+                ctype = compute_type(src.dtype)
+                op = {Op.SUM: "sum", Op.MAX: "max", Op.ARGMAX: "argmax"}[node.op]
+                count = prod(src.shape[a] for a in node.arg)
+            kernel.phases.append(self._phase(number, node, op, count, ctype, value))
+        return row_coords
+
+    def _phase(self, number: int, node: Node, op: str, count: int, ctype: str, value: str) -> Phase:
+        accumulator_type = ctype
+        if op == "sum" and ctype == "float" and self.dialect.name == "c":
+            accumulator_type = "double"      # wide accumulation on the CPU keeps sums exact-ish
+        if op == "sum":
+            init = self.dialect.literal(0, ctype)
+        elif ctype == "int":
+            init = "(-2147483647 - 1)"
+        else:
+            init = self.dialect.literal(float("-inf"), ctype)
+        accumulator, best_index = f"acc{number}", f"best{number}"
+        result_type = compute_type(node.dtype)
+        if op == "argmax":
+            self.accumulators[id(node)] = best_index
+        elif accumulator_type != result_type:
+            self.accumulators[id(node)] = f"(({result_type}){accumulator})"
+        else:
+            self.accumulators[id(node)] = accumulator
+        loop_scope = f"loop{number}"
+        pre = [] if number == 0 else self.lists[f"pre{number}"]
+        return Phase(op, count, accumulator, best_index, accumulator_type, init, value, pre,
+                     self.lists[loop_scope])
+
     def _operand_load(self, operand: Node, batch_coords: tuple, rows: str, cols: str):
         """Statements and value of operand[batch..., rows, cols], in lists of their own."""
-        saved = self.lists, self.memo, self.target
-        self.lists, self.memo, self.target = {"outer": [], "inner": [], "after": []}, {}, "outer"
+        saved = self.lists, self.memo, self.loop_scope, self.hoist_scope
+        self.lists, self.memo = {"operand": []}, {}
+        self.loop_scope = self.hoist_scope = "operand"
         try:
             value = self.value(operand, Index(operand.shape, coords=batch_coords + (rows, cols)))
-            return self.lists["outer"], value
+            return self.lists["operand"], value
         finally:
-            self.lists, self.memo, self.target = saved
+            self.lists, self.memo, self.loop_scope, self.hoist_scope = saved
 
     def _matmul_tiles(self, a: Node, b: Node) -> MatmulTiles:
         batch_shape = a.shape[:-2]
-        saved = self.lists, self.memo
-        self.lists, self.memo = {"outer": [], "inner": [], "after": []}, {}
+        saved = self.lists, self.memo, self.loop_scope, self.hoist_scope
+        self.lists, self.memo = {"operand": []}, {}
+        self.loop_scope = self.hoist_scope = "operand"
         batch_coords = self.coords(Index(batch_shape, flat="batch")) if batch_shape else ()
-        batch_statements = self.lists["outer"]
-        self.lists, self.memo = saved
+        batch_statements = self.lists["operand"]
+        self.lists, self.memo, self.loop_scope, self.hoist_scope = saved
         a_statements, a_value = self._operand_load(a, batch_coords, "row", "kk")
         b_statements, b_value = self._operand_load(b, batch_coords, "kk", "col")
         return MatmulTiles(prod(batch_shape), a.shape[-2], b.shape[-1], a.shape[-1],
                            batch_statements + a_statements, a_value,
                            batch_statements + b_statements, b_value)
-
-    def _lower_contraction(self, kernel: LoweredKernel) -> None:
-        node = self.spec.contraction
-        assert node is not None, "called only for a kernel with a contraction"
-        ctype = compute_type(node.dtype)
-        out_coords = self.coords(Index(node.shape, flat="o"))
-        self.target = "inner"
-        if node.op == Op.MATMUL:
-            a, b = node.srcs
-            k = self.reduce_loop_var
-            a_index = Index(a.shape, coords=out_coords[:-1] + (k,))
-            b_index = Index(b.shape, coords=out_coords[:-2] + (k, out_coords[-1]))
-            product = self.emit(f"{self.value(a, a_index)} * {self.value(b, b_index)}", ctype, "product")
-            kernel.reduce_count, kernel.reduce_op = a.shape[-1], "sum"
-            kernel.inner_value = product
-            kernel.tiles = self._matmul_tiles(a, b)
-        else:
-            src = node.srcs[0]
-            reduced_shape = tuple(src.shape[a] for a in node.arg)
-            reduced = self.coords(Index(reduced_shape, flat=self.reduce_loop_var))
-            coords = list(out_coords)
-            for axis, coord in zip(node.arg, reduced):
-                coords[axis] = coord
-            kernel.inner_value = self.value(src, Index(src.shape, coords=tuple(coords)))
-            kernel.reduce_count = prod(reduced_shape)
-            kernel.reduce_op = {Op.SUM: "sum", Op.MAX: "max", Op.ARGMAX: "argmax"}[node.op]
-            ctype = compute_type(src.dtype)
-        kernel.accumulator_type = ctype
-        if kernel.reduce_op == "sum" and ctype == "float" and self.dialect.name == "c":
-            kernel.accumulator_type = "double"      # wide accumulation on the CPU keeps sums exact-ish
-        if kernel.reduce_op == "sum":
-            kernel.accumulator_init = self.dialect.literal(0, ctype)
-        elif ctype == "int":
-            kernel.accumulator_init = "(-2147483647 - 1)"
-        else:
-            kernel.accumulator_init = self.dialect.literal(float("-inf"), ctype)
-        if kernel.reduce_op == "argmax":
-            self.accumulator = "best_index"
-        elif kernel.accumulator_type != compute_type(node.dtype):
-            self.accumulator = f"(({compute_type(node.dtype)})acc)"
-        else:
-            self.accumulator = "acc"
 
 
 def fused_op_names(spec: KernelSpec) -> list[str]:

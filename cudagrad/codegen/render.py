@@ -83,7 +83,7 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
         work = kernel.numel * max(kernel.reduce_count, 1)
         parallel = ""
         if work >= CPU_PARALLEL_WORK:
-            inner_pays = kernel.numel < 8 and kernel.reduce_op == "sum"
+            inner_pays = kernel.numel < 8 and kernel.single_sum
             parallel = "inner" if inner_pays else "outer"
         context["parallel"] = parallel
     environment = _environment()

@@ -5,7 +5,9 @@ The rules, from DESIGN.md:
 - elementwise producers fuse into the reduction (or matmul) that consumes them
   (its prologue), and elementwise consumers fuse after it (its epilogue) when
   they keep its output's element order (elementwise ops and reshapes only);
-- one reduction or matmul per kernel;
+- "reduce then broadcast" is one kernel per row: reductions over the same axes
+  of same-shaped values, whose results are broadcast back along those axes
+  (softmax, layer norm), run as phases of one kernel; a matmul stays alone;
 - movement ops are index math: they never force a copy by themselves;
 - a value that two kernels would both compute is stored once (materialized)
   and read by both, so each shared subexpression is computed once.
@@ -27,16 +29,30 @@ def is_input(node: Node) -> bool:
 
 @dataclass
 class KernelSpec:
-    """What one kernel computes: the nodes it stores and the contraction it holds."""
+    """What one kernel computes: the nodes it stores and the contractions it holds
+    (one matmul, or reductions over the same axes of one shape, sources first)."""
     roots: list[Node]
-    contraction: Node | None = None
+    contractions: list[Node] = field(default_factory=list)
     members: list[Node] = field(default_factory=list)    # nodes computed inside, for explain()
 
     @property
+    def contraction(self) -> Node | None:
+        """The last (outermost) contraction, whose result the epilogue reads."""
+        return self.contractions[-1] if self.contractions else None
+
+    @property
     def kind(self) -> str:
-        if self.contraction is None:
+        if not self.contractions:
             return "elementwise"
-        return "matmul" if self.contraction.op == Op.MATMUL else "reduce"
+        return "matmul" if self.contractions[0].op == Op.MATMUL else "reduce"
+
+    @property
+    def row_loop(self) -> bool:
+        """Whether the outputs have the reduced values' full shape: the kernel then
+        ends with a loop over each row that writes every element (softmax)."""
+        first = self.contractions[0] if self.contractions else None
+        return (first is not None and first.op != Op.MATMUL
+                and self.roots[0].shape == first.srcs[0].shape)
 
 
 def graph_order(targets: list[Node]) -> list[Node]:
@@ -76,18 +92,25 @@ def _is_cheap(node: Node) -> bool:
 
 def _grow_kernel(root: Node, materialized: set[int], consumers) -> tuple[KernelSpec, Node | None]:
     """Collect the nodes computed inside root's kernel. Returns the spec, or a
-    contraction that cannot be fused here (the caller materializes it and retries)."""
+    contraction that cannot be fused here (the caller materializes it and retries).
+
+    Each path from the root carries two facts: `in_order` (only elementwise ops and
+    reshapes so far: element o of the node is element o of the root) and `zeroed`
+    (only elementwise ops and expands so far: the node is read at the root's
+    coordinates with these dims set to 0; None once anything else intervenes). A
+    reduction read with zeroed dims among its own axes is read at its row: it
+    can run as a phase of this kernel."""
     spec = KernelSpec([root])
-    visited: set[tuple[int, bool]] = set()
+    visited: set[tuple] = set()
     member_ids: set[int] = set()
     parent_of: dict[int, Node | None] = {}
-    # (node, in epilogue: element order still root's, consumer)
-    stack: list[tuple[Node, bool, Node | None]] = [(root, True, None)]
+    stack: list[tuple[Node, bool, frozenset | None, Node | None]] = [
+        (root, True, frozenset(), None)]
     while stack:
-        node, epilogue, parent = stack.pop()
-        if (id(node), epilogue) in visited:
+        node, in_order, zeroed, parent = stack.pop()
+        if (id(node), in_order, zeroed) in visited:
             continue
-        visited.add((id(node), epilogue))
+        visited.add((id(node), in_order, zeroed))
         parent_of.setdefault(id(node), parent)
         if node is not root and (is_input(node) or id(node) in materialized):
             continue
@@ -95,17 +118,61 @@ def _grow_kernel(root: Node, materialized: set[int], consumers) -> tuple[KernelS
             member_ids.add(id(node))
             spec.members.append(node)
         if node.op in CONTRACTIONS:
-            fusable = (spec.contraction in (None, node) and epilogue
-                       and (node is root or len(consumers[id(node)]) == 1))
-            if not fusable:
+            if not _can_hold(spec, node, root, in_order, zeroed, consumers):
                 return spec, _best_cut(node, root, parent_of, consumers)
-            spec.contraction = node
+            if node not in spec.contractions:
+                spec.contractions.append(node)
+            under = frozenset() if node.op != Op.MATMUL else None
             for src in node.srcs:
-                stack.append((src, False, node))
+                stack.append((src, False, under, node))
             continue
+        if node.op in ELEMENTWISE:
+            next_order, next_zeroed = in_order, zeroed
+        elif node.op == Op.RESHAPE:
+            next_order, next_zeroed = in_order, None
+        elif node.op == Op.EXPAND and zeroed is not None:
+            grown = {axis for axis, (before, after) in enumerate(zip(node.srcs[0].shape, node.shape))
+                     if before != after}
+            next_order, next_zeroed = False, zeroed | grown
+        else:
+            next_order, next_zeroed = False, None
         for src in node.srcs:
-            stack.append((src, epilogue and _keeps_order(node), node))
+            stack.append((src, next_order, next_zeroed, node))
+    spec.contractions = _sources_first(spec.contractions)
     return spec, None
+
+
+def _can_hold(spec: KernelSpec, node: Node, root: Node, in_order: bool, zeroed, consumers) -> bool:
+    """Whether the kernel can compute contraction node, reached along a path with
+    these facts: as its epilogue's source (read element by element), or as a
+    phase of a row kernel (read at its row, and like the kernel's other reductions)."""
+    held = spec.contractions
+    if node.op == Op.MATMUL or (held and held[0].op == Op.MATMUL):
+        single_use = node is root or len(consumers[id(node)]) == 1
+        return in_order and single_use and (not held or held == [node])
+    if node in held:
+        return in_order or (zeroed is not None and zeroed <= set(node.arg))
+    if not held:
+        if in_order and (node is root or len(consumers[id(node)]) == 1):
+            return True                      # the classic reduction with an epilogue
+        return (node.op in (Op.SUM, Op.MAX) and zeroed is not None
+                and zeroed <= set(node.arg) and root.shape == node.srcs[0].shape)
+    first = held[0]
+    return (node.op in (Op.SUM, Op.MAX) and first.op in (Op.SUM, Op.MAX)
+            and node.arg == first.arg and node.srcs[0].shape == first.srcs[0].shape
+            and (in_order or (zeroed is not None and zeroed <= set(node.arg))))
+
+
+def _sources_first(contractions: list[Node]) -> list[Node]:
+    """Order reductions so that each runs after every reduction it reads."""
+    if len(contractions) < 2:
+        return contractions
+    wanted = {id(c) for c in contractions}
+    ordered: list[Node] = []
+    for node in graph_order(contractions):
+        if id(node) in wanted:
+            ordered.append(node)
+    return ordered
 
 
 def _keeps_order(node: Node) -> bool:
@@ -159,9 +226,10 @@ def _try_schedule(order, materialized, consumers):
     return merge_elementwise(specs), False
 
 
-def _reads_contraction_in_order(spec: KernelSpec, group_members: set[int], contraction: Node) -> bool:
-    """Whether every path from spec's roots to the contraction keeps element order, so
-    spec's element o needs exactly the accumulator of output element o."""
+def _reads_contractions_in_order(spec: KernelSpec, group_members: set[int],
+                                 contractions: list[Node]) -> bool:
+    """Whether every path from spec's roots to the contractions keeps element order,
+    so spec's element o needs exactly the accumulators of output element o."""
     own = {id(member) for member in spec.members}
     stack = [(root, True) for root in spec.roots]
     seen: set[tuple[int, bool]] = set()
@@ -170,7 +238,7 @@ def _reads_contraction_in_order(spec: KernelSpec, group_members: set[int], contr
         if (id(node), in_order) in seen:
             continue
         seen.add((id(node), in_order))
-        if node is contraction:
+        if node in contractions:
             if not in_order:
                 return False
             continue
@@ -211,8 +279,10 @@ def merge_elementwise(specs: list[KernelSpec]) -> list[KernelSpec]:
                 if any(depends[other] & in_group for other in range(group[0], index)
                        if other not in in_group):
                     continue
-                if first.contraction is not None and not _reads_contraction_in_order(
-                        spec, members, first.contraction):
+                if first.row_loop:
+                    continue
+                if first.contractions and not _reads_contractions_in_order(
+                        spec, members, first.contractions):
                     continue
                 group.append(index)
                 members.update(id(member) for member in spec.members)
@@ -227,7 +297,8 @@ def merge_elementwise(specs: list[KernelSpec]) -> list[KernelSpec]:
             merged.append(specs[group[0]])
             continue
         first = specs[group[0]]
-        spec = KernelSpec([root for i in group for root in specs[i].roots], first.contraction)
+        spec = KernelSpec([root for i in group for root in specs[i].roots],
+                          list(first.contractions))
         seen: set[int] = set()
         for i in group:
             for member in specs[i].members:
