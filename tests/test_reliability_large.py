@@ -139,3 +139,18 @@ def test_gpu_bool_buffer_past_2_31(big_gpu):
     assert mask[N - 1:].numpy().tolist() == [True]
     assert mask[PAST:].sum().item() == 4 * 512
     del mask
+
+
+def test_small_slice_of_a_huge_input_uses_64_bit_offsets():
+    """Regression (found on an H200): a 4-element slice at the end of a realized
+    2^31-element buffer was lowered with int offsets, which overflowed."""
+    huge = periodic(N, "cpu", cg.float16) + 1.0
+    huge.node.realized = object()      # stands for a realized 4 GiB buffer; nothing runs
+    try:
+        tail = huge[N - 4:] * 2
+        for device in ("cpu", "cuda"):
+            from cudagrad.realization import plan_kernels
+            (kernel,) = [k for _, k, _ in plan_kernels([tail.node], device)]
+            assert "long long" in kernel.source, kernel.source
+    finally:
+        huge.node.realized = None

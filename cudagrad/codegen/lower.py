@@ -124,7 +124,11 @@ class Lowerer:
         self.reduce_loop_var = "r"
         self.accumulators: dict[int, str] = {}    # finished reductions -> their C value
         self.member_ids = {id(n) for n in spec.members}
-        biggest = max([n.numel for n in spec.members + spec.roots] + [1])
+        # index math must also reach every element of the buffers it loads from: a
+        # 4-element slice of a 2^31-element buffer still needs 64-bit offsets
+        sizes = [n.numel for n in spec.members + spec.roots]
+        sizes += [src.numel for n in spec.members for src in n.srcs]
+        biggest = max(sizes + [1])
         self.index_type = "int" if biggest <= MAX_INT32_INDEX else "long long"
 
     def enter(self, loop_scope: str, hoist_scope: str) -> None:
