@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,15 +27,20 @@ EXPECTED = [2.85579013, 2.99256195]     # tanh(x/2 + 1) summed over rows
 
 
 def run_script(tmp_path, device, cache_dir):
-    script = tmp_path / "cache_graph.py"
-    script.write_text(SCRIPT)
+    # one file per call: threads of the concurrency test must not truncate each other's script
+    handle, name = tempfile.mkstemp(prefix="cache_graph_", suffix=".py", dir=tmp_path)
+    with os.fdopen(handle, "w") as file:
+        file.write(SCRIPT)
+    script = Path(name)
     env = dict(os.environ, CUDAGRAD_CACHE_DIR=str(cache_dir))
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("CUDAGRAD_DEBUG", None)
     result = subprocess.run([sys.executable, str(script), device], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"no output (rc={result.returncode}); stderr:\n{result.stderr}"
+    out = json.loads(lines[-1])
     assert out["value"] == pytest.approx(EXPECTED, rel=1e-5)
     return out["stats"], result.stderr
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -87,8 +88,14 @@ def node_table_size() -> int:
 
 
 def leaf_owner_count() -> int:
+    """Entries of the leaf-owner table, bounded: live ones plus those a sweep may still drop."""
     from cudagrad import tensor
-    return len(getattr(tensor, "_LEAF_OWNERS", {}))
+    table = getattr(tensor, "_LEAF_OWNERS", {})
+    live = 0
+    for value in list(table.values()):
+        target = value() if isinstance(value, weakref.ref) else value
+        live += target is not None
+    return live
 
 
 def plan_count() -> int:
@@ -195,3 +202,41 @@ def test_lazy_graphs_that_are_never_realized_are_freed(dev):
     assert after[0] - before[0] < HOST_MARGIN_BYTES
     assert after[1] - before[1] < OBJECT_MARGIN
     assert after[2] <= before[2] + 50
+
+
+# ----------------------------------------------------------------- regressions ----
+
+def test_a_graph_rebuilt_after_assign_reads_the_new_value(dev):
+    """Found by the long run: hash-consing handed the next step the nodes (and
+    realized buffers) of the previous step, since the leaf node was the same
+    after assign: every step after the first reused step one's forward values."""
+    w = cg.tensor([1.0], device=dev)
+    y = w * 2
+    assert y.item() == 2.0
+    w.assign(w + 1)
+    cg.realize(w)
+    assert (w * 2).item() == 4.0, "a graph built after assign computed from the old value"
+    assert y.item() == 2.0, "a result computed before assign keeps its value"
+
+
+def test_reading_the_loss_after_an_optimizer_step_gives_the_pre_step_loss(dev):
+    """The loss of a step, read after the update, is that step's loss (not a mix of
+    old activations and new weights)."""
+    rng = np.random.default_rng(3)
+    x_np, y_np = rng.standard_normal((16, 4)), rng.standard_normal((16, 1))
+    w_np = rng.standard_normal((4, 1))
+    x = cg.tensor(x_np, dtype=cg.float64, device=dev, requires_grad=False)
+    y = cg.tensor(y_np, dtype=cg.float64, device=dev, requires_grad=False)
+    w = cg.tensor(w_np.copy(), dtype=cg.float64, device=dev)
+    for _ in range(3):
+        loss = ((x @ w).relu() - y).abs().mean()
+        loss.backward()
+        w.assign(w - 0.1 * w.grad_tensor)
+        cg.realize(w)
+        w.zero_grad()
+        expected = np.abs(np.maximum(x_np @ w_np, 0) - y_np).mean()
+        assert loss.item() == pytest.approx(expected, rel=1e-12)
+        r = np.maximum(x_np @ w_np, 0) - y_np
+        grad = x_np.T @ (np.sign(r) * (x_np @ w_np > 0)) / r.size
+        w_np = w_np - 0.1 * grad
+    np.testing.assert_allclose(w.numpy(), w_np, rtol=1e-12)
