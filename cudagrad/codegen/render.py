@@ -19,8 +19,9 @@ CPU_MATMUL_TILING = {"rows": 8, "cols": 32}     # 8x32 floats: 16 AVX-512 or 32 
 CUDA_MAX_GRID = 65535 * 16
 CUDA_BLOCK_REDUCE_MIN = 128
 CUDA_MAX_GRID_Z = 65535
-# 16x16 threads, each computing a 4x4 patch: a 64x64 output tile per block
-MATMUL_TILING = {"tile_m": 64, "tile_n": 64, "tile_k": 16, "micro": 4, "threads_m": 16,
+# 16x16 threads, each computing an 8x8 patch: a 128x128 output tile per block,
+# 8 columns of K staged at a time (2 x 8 KiB of shared memory, double-buffered)
+MATMUL_TILING = {"tile_m": 128, "tile_n": 128, "tile_k": 8, "micro": 8, "threads_m": 16,
                  "threads_n": 16}      # reductions at least this long get a block per output
 
 
@@ -65,6 +66,7 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
         tiles = kernel.tiles
         template = "cuda/matmul.cu.j2"
         context.update(MATMUL_TILING)
+        context["storage"] = {p.name: dialect.storage_type(p.dtype) for p in kernel.params}
         launch = ((max(1, -(-tiles.n // MATMUL_TILING["tile_n"])),
                    max(1, -(-tiles.m // MATMUL_TILING["tile_m"])), max(1, tiles.batch)),
                   (CUDA_BLOCK, 1, 1), 0)
