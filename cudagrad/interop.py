@@ -41,6 +41,20 @@ _DELETER = ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManagedTensor))
 DLManagedTensor._fields_ = [("dl_tensor", DLTensor), ("manager_ctx", ctypes.c_void_p),
                             ("deleter", _DELETER)]
 
+
+class DLPackVersion(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32)]
+
+
+class DLManagedTensorVersioned(ctypes.Structure):
+    pass
+
+
+_VERSIONED_DELETER = ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManagedTensorVersioned))
+DLManagedTensorVersioned._fields_ = [("version", DLPackVersion), ("manager_ctx", ctypes.c_void_p),
+                                     ("deleter", _VERSIONED_DELETER), ("flags", ctypes.c_uint64),
+                                     ("dl_tensor", DLTensor)]
+
 _pythonapi = ctypes.pythonapi
 _pythonapi.PyCapsule_New.restype = ctypes.py_object
 _pythonapi.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
@@ -59,29 +73,18 @@ def _release_export(managed) -> None:
     _EXPORTED.pop(ctypes.addressof(managed.contents), None)
 
 
-# The destructor sees a capsule whose refcount is already zero: it must take a raw
-# pointer (a py_object argument would revive and re-free it).
-_CAPSULE_DESTRUCTOR = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_raw_is_valid = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p)(
-    ("PyCapsule_IsValid", _pythonapi))
-_raw_get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)(
-    ("PyCapsule_GetPointer", _pythonapi))
-
-
-@_CAPSULE_DESTRUCTOR
-def _capsule_destructor(capsule) -> None:
-    # a capsule nobody consumed still owns its tensor
-    if _raw_is_valid(capsule, b"dltensor"):
-        _EXPORTED.pop(_raw_get_pointer(capsule, b"dltensor"), None)
+@_VERSIONED_DELETER
+def _release_versioned_export(managed) -> None:
+    _EXPORTED.pop(ctypes.addressof(managed.contents), None)
 
 
 def dlpack_device(tensor) -> tuple[int, int]:
     return (KDL_CUDA, 0) if tensor.device == "cuda" else (KDL_CPU, 0)
 
 
-def to_dlpack(tensor, stream=None, **kwargs):
-    """A legacy "dltensor" capsule (every consumer accepts it, also when it asked for
-    a newer version) over the tensor's own buffer."""
+def to_dlpack(tensor, stream=None, max_version=None, **_ignored):
+    """A capsule over the tensor's own buffer: "dltensor_versioned" (DLPack 1.0) when
+    the consumer asks for version 1 or later, else the legacy "dltensor"."""
     from cudagrad.device import get_device
     from cudagrad.realization import input_buffer
     tensor.realize()
@@ -89,21 +92,33 @@ def to_dlpack(tensor, stream=None, **kwargs):
     buffer = input_buffer(node)
     if tensor.device == "cuda":
         get_device("cuda").synchronize()     # the consumer's stream may read at once
-    return make_capsule(buffer, node.shape, node.dtype, dlpack_device(tensor))
+    versioned = max_version is not None and tuple(max_version)[0] >= 1
+    return make_capsule(buffer, node.shape, node.dtype, dlpack_device(tensor), versioned)
 
 
-def make_capsule(buffer, shape, dtype, device):
+def make_capsule(buffer, shape, dtype, device, versioned: bool = False):
+    """The capsule has no destructor: a destructor runs while the consumer may hold
+    an exception, where no ctypes call can run. Until the consumer calls the deleter,
+    _EXPORTED keeps the buffer alive (a capsule never consumed keeps it for good)."""
     shape_array = (ctypes.c_int64 * max(len(shape), 1))(*shape)
-    managed = DLManagedTensor()
     code, bits = _CODES[dtype.name]
-    managed.dl_tensor = DLTensor(buffer.ptr, DLDevice(*device), len(shape),
-                                 DLDataType(code, bits, 1), shape_array, None, 0)
+    tensor = DLTensor(buffer.ptr, DLDevice(*device), len(shape), DLDataType(code, bits, 1),
+                      shape_array, None, 0)
+    if versioned:
+        managed = DLManagedTensorVersioned()
+        managed.version = DLPackVersion(1, 0)
+        managed.deleter = _release_versioned_export
+        managed.flags = 0
+        name = b"dltensor_versioned"
+    else:
+        managed = DLManagedTensor()
+        managed.deleter = _release_export
+        name = b"dltensor"
+    managed.dl_tensor = tensor
     managed.manager_ctx = None
-    managed.deleter = _release_export
     address = ctypes.addressof(managed)
     _EXPORTED[address] = (managed, shape_array, buffer)
-    return _pythonapi.PyCapsule_New(address, b"dltensor",
-                                    ctypes.cast(_capsule_destructor, ctypes.c_void_p))
+    return _pythonapi.PyCapsule_New(address, name, None)
 
 
 class ImportedBuffer:
