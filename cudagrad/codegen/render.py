@@ -20,9 +20,13 @@ CUDA_MAX_GRID = 65535 * 16
 CUDA_BLOCK_REDUCE_MIN = 128
 CUDA_MAX_GRID_Z = 65535
 # 16x16 threads, each computing an 8x8 patch: a 128x128 output tile per block,
-# 8 columns of K staged at a time (2 x 8 KiB of shared memory, double-buffered)
+# 8 columns of K staged at a time (2 x 8 KiB of shared memory, double-buffered).
+# Where that gives fewer blocks than a GPU has multiprocessors, 64x64 tiles (4x4 a thread).
 MATMUL_TILING = {"tile_m": 128, "tile_n": 128, "tile_k": 8, "micro": 8, "threads_m": 16,
-                 "threads_n": 16}      # reductions at least this long get a block per output
+                 "threads_n": 16}
+SMALL_MATMUL_TILING = {"tile_m": 64, "tile_n": 64, "tile_k": 16, "micro": 4, "threads_m": 16,
+                       "threads_n": 16}
+TYPICAL_MULTIPROCESSORS = 132      # reductions at least this long get a block per output
 
 
 def template_dir() -> Path:
@@ -65,10 +69,12 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
     if device == "cuda" and kernel.tiles is not None and kernel.tiles.batch <= CUDA_MAX_GRID_Z:
         tiles = kernel.tiles
         template = "cuda/matmul.cu.j2"
-        context.update(MATMUL_TILING)
+        big_blocks = -(-tiles.n // 128) * -(-tiles.m // 128) * max(1, tiles.batch)
+        tiling = MATMUL_TILING if big_blocks >= TYPICAL_MULTIPROCESSORS else SMALL_MATMUL_TILING
+        context.update(tiling)
         context["storage"] = {p.name: dialect.storage_type(p.dtype) for p in kernel.params}
-        launch = ((max(1, -(-tiles.n // MATMUL_TILING["tile_n"])),
-                   max(1, -(-tiles.m // MATMUL_TILING["tile_m"])), max(1, tiles.batch)),
+        launch = ((max(1, -(-tiles.n // tiling["tile_n"])),
+                   max(1, -(-tiles.m // tiling["tile_m"])), max(1, tiles.batch)),
                   (CUDA_BLOCK, 1, 1), 0)
     elif device == "cuda":
         block_reduce = kernel.kind == "reduce" and kernel.reduce_count >= CUDA_BLOCK_REDUCE_MIN
