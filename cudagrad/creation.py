@@ -7,8 +7,9 @@ import numpy as np
 
 from cudagrad import dtypes
 from cudagrad.checks import check_shape
+from cudagrad.device import canonical_device, get_device
 from cudagrad.ir.node import prod
-from cudagrad.tensor import Tensor
+from cudagrad.tensor import Tensor, buffer_node
 
 _generator = np.random.default_rng()
 
@@ -51,6 +52,27 @@ def _make(array: np.ndarray, dtype, device, requires_grad: bool) -> Tensor:
     return Tensor.from_numpy_array(array, dtype, device, requires_grad)
 
 
+_EXACT_INT = 2**53      # ints up to here convert to float32 the same way with or without float64
+
+
+def _plain_numbers(values) -> bool:
+    """Only floats and ints (not bools or other number types): the common case, which
+    numpy converts straight to float32 exactly as through the general path."""
+    for value in values:
+        kind = type(value)
+        if kind is not float and (kind is not int or not -_EXACT_INT <= value <= _EXACT_INT):
+            return False
+    return True
+
+
+def _float32_leaf(flat: np.ndarray, shape: tuple[int, ...], device, requires_grad) -> Tensor:
+    """A leaf from a fresh float32 array: on the cpu the buffer adopts it (no copy)."""
+    device = canonical_device(device)
+    backend = get_device(device)
+    buffer = backend.wrap_numpy(flat) if device == "cpu" else backend.from_numpy(flat)
+    return Tensor(buffer_node(buffer, shape, dtypes.float32, device), requires_grad, leaf=True)
+
+
 def tensor(shape_or_data, data=None, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
     """tensor(shape, flat_data) as in the seed, or tensor(data) inferring the shape."""
     if data is None:
@@ -59,6 +81,9 @@ def tensor(shape_or_data, data=None, *, dtype=None, device=None, requires_grad: 
             dtype = dtypes.float64
         return _make(array, dtype, device, requires_grad)
     shape = check_shape("tensor", shape_or_data)
+    if (dtype is None or dtype is dtypes.float32) and type(data) in (list, tuple) \
+            and len(data) == prod(shape) and _plain_numbers(data):
+        return _float32_leaf(np.array(data, dtype=np.float32), shape, device, requires_grad)
     if isinstance(data, np.ndarray):
         flat = data.reshape(-1)
     elif isinstance(data, numbers.Number):

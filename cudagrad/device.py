@@ -1,9 +1,12 @@
 """Device selection: "cpu" or "cuda"; the default is cuda when a GPU is usable."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import threading
 
+from cudagrad.environment import getenv
 from cudagrad.runtime.errors import DeviceError
 
 DEVICE_NAMES = ("cpu", "cuda")
@@ -21,8 +24,25 @@ def canonical_device(name) -> str:
     return base
 
 
+# One of these exists wherever the NVIDIA driver can run a kernel (WSL2: /dev/dxg)
+_DRIVER_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/proc/driver/nvidia")
+
+
+def _no_driver_files() -> bool:
+    """On Linux without the driver's files, importing cuda-python (50 ms of every
+    start on a CPU machine) can only end in 'no driver': skip it."""
+    if not sys.platform.startswith("linux") or any(os.path.exists(p) for p in _DRIVER_FILES):
+        return False
+    try:
+        return importlib.util.find_spec("cuda") is not None     # else: say it is not installed
+    except (ImportError, ValueError):
+        return False
+
+
 def cuda_available() -> tuple[bool, str]:
     """(usable, reason): whether a CUDA GPU can be used, and if not, why."""
+    if _no_driver_files():
+        return False, f"no NVIDIA driver found (none of {', '.join(_DRIVER_FILES)} exists)"
     try:
         from cudagrad.runtime.cuda import cuda_available as probe
     except ImportError as error:
@@ -31,7 +51,7 @@ def cuda_available() -> tuple[bool, str]:
 
 
 def default_device() -> str:
-    chosen = os.environ.get("CUDAGRAD_DEVICE")
+    chosen = getenv("CUDAGRAD_DEVICE")
     if chosen:
         return canonical_device(chosen)
     if "auto" not in _devices:

@@ -84,9 +84,9 @@ def _targets_of(tensors: Sequence[Tensor]) -> list[Node]:
 
 def _gradient_nodes() -> list[Node]:
     """The nodes that are some leaf's accumulated gradient."""
-    from cudagrad.tensor import _LEAF_OWNERS
+    from cudagrad.tensor import leaves_with_gradients
     result = []
-    for owner in list(_LEAF_OWNERS.values()):
+    for owner in leaves_with_gradients():
         gradient = owner.grad_tensor
         if gradient is not None:
             result.append(gradient._pending if gradient._pending is not None else gradient.node)

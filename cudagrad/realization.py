@@ -13,16 +13,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cudagrad.codegen.dialect import DIALECTS
-from cudagrad.codegen.kernel import Kernel
-from cudagrad.codegen.lower import lower
-from cudagrad.codegen.render import render
-from cudagrad.codegen.schedule import KernelSpec, schedule
 from cudagrad.device import get_device
+from cudagrad.environment import getenv
 from cudagrad.ir.node import Node, Op
 from cudagrad.runtime.stats import STATS
+
+if TYPE_CHECKING:     # codegen is imported on the first plan: `import cudagrad` stays fast
+    from cudagrad.codegen.kernel import Kernel
+    from cudagrad.codegen.schedule import KernelSpec
 
 _PLANS: dict = {}
 _plan_lock = threading.Lock()
@@ -36,35 +36,46 @@ def input_buffer(node: Node):
     return node.realized if node.realized is not None else node.arg.buffer
 
 
+_BUFFER, _CONST = Op.BUFFER, Op.CONST
+
+
 def canonicalize(targets: list[Node]) -> tuple[tuple, list[Node]]:
     """A structural key of the graph under targets and its nodes, numbered in a
-    fixed order. Inputs enter the key by shape and dtype only."""
+    fixed order (sources before consumers). Inputs enter the key by shape and
+    dtype only. This walk runs on every realize: keep it lean."""
     numbering: dict[int, int] = {}
+    expanded: set[int] = set()
     nodes: list[Node] = []
     key: list = []
     for target in targets:
-        stack = [(target, False)]
+        stack = [target]
         while stack:
-            node, sources_done = stack.pop()
-            if id(node) in numbering:
+            node = stack[-1]
+            node_id = id(node)
+            if node_id in numbering:
+                stack.pop()
                 continue
-            if _is_input(node):
-                numbering[id(node)] = len(nodes)
+            if node.realized is not None or node.op is _BUFFER:      # an input
+                stack.pop()
+                numbering[node_id] = len(nodes)
                 nodes.append(node)
-                key.append((node.shape, node.dtype.name))
+                key.append((node.shape, node.dtype))
                 continue
-            if not sources_done:
-                stack.append((node, True))
+            if node_id not in expanded:      # sources first, then this node
+                expanded.add(node_id)
                 for src in reversed(node.srcs):
                     if id(src) not in numbering:
-                        stack.append((src, False))
+                        stack.append(src)
                 continue
-            numbering[id(node)] = len(nodes)
+            stack.pop()
+            numbering[node_id] = len(nodes)
             nodes.append(node)
-            arg = repr(node.arg) if node.op == Op.CONST else node.arg
-            key.append((node.op, arg, tuple(numbering[id(s)] for s in node.srcs), node.shape,
-                        node.dtype.name))
-    key.append(tuple(numbering[id(t)] for t in targets))
+            # a constant's value is baked into the kernel: repr tells 1 from 1.0, -0.0 from 0.0
+            # and lets nan find its plan again (nan != nan)
+            arg = repr(node.arg) if node.op is _CONST else node.arg
+            key.append((node.op, arg, tuple(map(numbering.__getitem__, map(id, node.srcs))),
+                        node.shape, node.dtype))
+    key.append(tuple(map(numbering.__getitem__, map(id, targets))))
     return tuple(key), nodes
 
 
@@ -76,6 +87,7 @@ class Step:
     outputs: tuple[int, ...]
     inputs: tuple[int, ...]
     spec: KernelSpec
+    output_bytes: tuple[int, ...] = ()     # the size of each output's buffer
 
 
 @dataclass
@@ -86,6 +98,10 @@ class Plan:
 
 def plan_kernels(targets: list[Node], device_name: str) -> list[tuple[KernelSpec, Kernel, list[Node]]]:
     """Schedule, lower and render, without compiling: (spec, Kernel, input nodes) per kernel."""
+    from cudagrad.codegen.dialect import DIALECTS
+    from cudagrad.codegen.lower import lower
+    from cudagrad.codegen.render import render
+    from cudagrad.codegen.schedule import schedule
     dialect = DIALECTS[device_name]
     result = []
     for spec in schedule(targets):
@@ -128,17 +144,24 @@ def _build_plan(targets: list[Node], nodes: list[Node], device_name: str) -> Pla
             print(f"[cudagrad] kernel {kernel.name} ({kernel.device}):\n{kernel.source}",
                   file=sys.stderr, flush=True)
     steps = [Step(kernel, program, tuple(number[id(root)] for root in spec.roots),
-                  tuple(number[id(node)] for node in input_nodes), spec)
+                  tuple(number[id(node)] for node in input_nodes), spec,
+                  tuple(root.numel * root.dtype.itemsize for root in spec.roots))
              for (spec, kernel, input_nodes), program in zip(planned, programs)]
     return Plan(device, steps)
 
 
 def realize_nodes(targets: list[Node]) -> None:
     """Compute every target node that holds no buffer yet, in one schedule per device."""
-    pending = [node for node in dict.fromkeys(targets) if not _is_input(node)]
-    by_device: dict[str, list[Node]] = {}
-    for node in pending:
-        by_device.setdefault(node.device, []).append(node)
+    if len(targets) == 1:         # the common case, without the grouping
+        node = targets[0]
+        if node.realized is not None or node.op is _BUFFER:
+            return
+        by_device = {node.device: targets}
+    else:
+        by_device = {}
+        for node in dict.fromkeys(targets):
+            if not _is_input(node):
+                by_device.setdefault(node.device, []).append(node)
     for device_name, group in by_device.items():
         key, nodes = canonicalize(group)
         plan_key = (device_name, key)
@@ -154,18 +177,21 @@ def realize_nodes(targets: list[Node]) -> None:
 
 def _run(plan: Plan, nodes: list[Node]) -> None:
     device = plan.device
-    debug = os.environ.get("CUDAGRAD_DEBUG", "0") >= "1"
+    allocate = device.allocate
+    debug = getenv("CUDAGRAD_DEBUG", "0") >= "1"     # type: ignore[operator]
     buffers: dict[int, Any] = {}
     for step in plan.steps:
         args = []
-        for index in step.outputs:
-            node = nodes[index]
-            buffer = device.allocate(node.numel * node.dtype.itemsize)
+        for index, nbytes in zip(step.outputs, step.output_bytes):
+            buffer = allocate(nbytes)
             buffers[index] = buffer
             args.append(buffer)
         for index in step.inputs:
             buffer = buffers.get(index)
-            args.append(buffer if buffer is not None else input_buffer(nodes[index]))
+            if buffer is None:
+                node = nodes[index]
+                buffer = node.realized if node.realized is not None else node.arg.buffer
+            args.append(buffer)
         if debug:
             device.synchronize()
             start = time.perf_counter()

@@ -115,25 +115,29 @@ def matmul(a: Tensor, b) -> Tensor:
     if not isinstance(b, Tensor) or not isinstance(a, Tensor):
         raise TypeError(f"matmul: both operands must be Tensors, got {type(a).__name__} and "
                         f"{type(b).__name__}")
-    if a.ndim < 2 or b.ndim < 2:
+    a_node, b_node = a._node, b._node
+    a_shape, b_shape = a_node.shape, b_node.shape
+    if len(a_shape) < 2 or len(b_shape) < 2:
         raise ValueError(f"matmul: both operands need at least 2 dimensions, got shapes "
-                         f"{shape_text(a.shape)} and {shape_text(b.shape)} (reshape a vector "
+                         f"{shape_text(a_shape)} and {shape_text(b_shape)} (reshape a vector "
                          "to [1, n] or [n, 1])")
-    if a.shape[-1] != b.shape[-2]:
-        raise ValueError(f"matmul: shapes {shape_text(a.shape)} and {shape_text(b.shape)}: inner "
-                         f"dimensions {a.shape[-1]} and {b.shape[-2]} differ")
-    if a.device != b.device:
+    if a_shape[-1] != b_shape[-2]:
+        raise ValueError(f"matmul: shapes {shape_text(a_shape)} and {shape_text(b_shape)}: inner "
+                         f"dimensions {a_shape[-1]} and {b_shape[-2]} differ")
+    if a_node.device != b_node.device:
         raise ValueError(f"matmul: tensors are on different devices ({a.device}, {b.device})")
-    try:
-        batch = broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        raise ValueError(f"matmul: batch dimensions of shapes {shape_text(a.shape)} and "
-                         f"{shape_text(b.shape)} do not broadcast") from None
-    dtype = dtypes.promote(a.dtype, b.dtype)
+    dtype = dtypes.promote(a_node.dtype, b_node.dtype)
     if not dtype.is_float:
         dtype = dtypes.float32
-    a_node = expand_to(ir.cast(a._node, dtype), batch + a.shape[-2:])
-    b_node = expand_to(ir.cast(b._node, dtype), batch + b.shape[-2:])
+    a_node, b_node = ir.cast(a_node, dtype), ir.cast(b_node, dtype)
+    if len(a_shape) > 2 or len(b_shape) > 2:       # batched: broadcast the batch dimensions
+        try:
+            batch = broadcast_shapes("matmul", a_shape[:-2], b_shape[:-2])
+        except ValueError:
+            raise ValueError(f"matmul: batch dimensions of shapes {shape_text(a_shape)} and "
+                             f"{shape_text(b_shape)} do not broadcast") from None
+        a_node = expand_to(a_node, batch + a_shape[-2:])
+        b_node = expand_to(b_node, batch + b_shape[-2:])
     return result_tensor(ir.matmul(a_node, b_node), a, b)
 
 

@@ -6,6 +6,7 @@ accumulated gradient) lives here; the gradient rules live in cudagrad/ir.
 """
 from __future__ import annotations
 
+import gc
 import threading
 import weakref
 from contextlib import contextmanager
@@ -16,14 +17,31 @@ from cudagrad import dtypes
 from cudagrad.checks import GradientError
 from cudagrad.device import canonical_device, get_device
 from cudagrad.ir import ops as ir
-from cudagrad.ir.autograd import gradients
-from cudagrad.ir.node import Node, Op, Storage, make_node, prod
+from cudagrad.ir.autograd import gradients, topological_order
+from cudagrad.ir.node import Node, Op, Storage, drop_dead_entries, make_node, prod
 from cudagrad.realization import input_buffer, kernels_for, realize_nodes
 from cudagrad.tensor_api import TensorOps
 
 _grad_mode = threading.local()
-# leaf nodes -> the tensor that owns them, so backward() can find where to accumulate
-_LEAF_OWNERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+# A leaf's owner (where backward() accumulates) is a weak reference in its node's
+# Storage. This table lists the leaves that have received a gradient (draw() marks
+# gradient nodes with it): id -> weak reference, dead entries dropped as it doubles
+# and at every full collection.
+_LEAF_OWNERS: dict[int, weakref.ref] = {}
+_leaf_sweep_at = [1024]
+
+
+def _sweep_leaf_owners(phase: str = "stop", info: dict | None = None) -> None:
+    if phase == "stop" and (info is None or info.get("generation") == 2):
+        drop_dead_entries(_LEAF_OWNERS)
+        _leaf_sweep_at[0] = max(1024, 2 * len(_LEAF_OWNERS))
+
+
+gc.callbacks.append(_sweep_leaf_owners)
+
+
+def leaves_with_gradients() -> list[Tensor]:
+    return [leaf for leaf in (ref() for ref in list(_LEAF_OWNERS.values())) if leaf is not None]
 
 
 def grad_enabled() -> bool:
@@ -72,7 +90,7 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
         self._is_leaf = leaf
         if leaf:
             assert node.op == Op.BUFFER
-            _LEAF_OWNERS[id(node)] = self
+            node.arg.owner = weakref.ref(self)
 
     @staticmethod
     def from_numpy_array(array: np.ndarray, dtype: dtypes.DType, device: str,
@@ -127,15 +145,28 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
         realize(self)
         return self
 
-    def numpy(self) -> np.ndarray:
-        self.realize()
+    def _realized_node(self) -> Node:
+        """This tensor's node, computed (a pending assignment landed first)."""
+        if self._pending is not None:
+            realize(self)
+            return self._node
         node = self._node
+        if node.realized is None and node.op is not Op.BUFFER:
+            realize_nodes([node])
+        return node
+
+    def numpy(self) -> np.ndarray:
+        node = self._realized_node()
         buffer = input_buffer(node)
         flat = get_device(node.device).to_numpy(buffer, node.dtype.numpy, node.numel)
         return storage_to_host(node.dtype, flat).reshape(node.shape)
 
     @property
     def data(self) -> list:
+        node = self._realized_node()
+        if node.device == "cpu" and node.dtype is not dtypes.bfloat16:
+            # a cpu buffer is host memory: read it in place, without numpy()'s copy
+            return input_buffer(node).array.view(node.dtype.numpy)[:node.numel].tolist()
         return self.numpy().reshape(-1).tolist()
 
     def tolist(self):
@@ -214,6 +245,8 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
     @grad_tensor.setter
     def grad_tensor(self, value: Tensor | None) -> None:
         self._grad = value
+        if value is not None:
+            _LEAF_OWNERS[id(self)] = weakref.ref(self)
 
     @property
     def grad(self) -> list | None:
@@ -241,8 +274,9 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
                 raise ValueError(f"backward: gradient shape {list(gradient.shape)} does not match "
                                  f"the output's shape {list(self.shape)}")
             seed = ir.cast(gradient._node, self.dtype)
-        leaves = _leaves_requiring_grad(self._node)
-        grads = gradients(self._node, [leaf._node for leaf in leaves], seed)
+        order = topological_order(self._node)
+        leaves = _leaves_requiring_grad(order)
+        grads = gradients(self._node, [leaf._node for leaf in leaves], seed, order)
         for leaf, grad in zip(leaves, grads):
             if grad is None:
                 continue
@@ -251,6 +285,9 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
             if leaf._grad is not None:
                 grad = ir.add(leaf._grad._node, grad)
             leaf._grad = Tensor(grad)
+            _LEAF_OWNERS[id(leaf)] = weakref.ref(leaf)
+        if len(_LEAF_OWNERS) >= _leaf_sweep_at[0]:
+            _sweep_leaf_owners()
 
     # ---- in-place update (optimizers) ----------------------------------------------
     def assign(self, value: Tensor) -> Tensor:
@@ -275,28 +312,27 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
         return kernels_for([target])
 
 
-def _leaves_requiring_grad(output: Node) -> list[Tensor]:
-    leaves, seen, stack = [], set(), [output]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op == Op.BUFFER:
-            owner = _LEAF_OWNERS.get(id(node))
+def _leaves_requiring_grad(order: list[Node]) -> list[Tensor]:
+    """The tensors owning the leaves among order's nodes, where they require grad.
+    (A leaf only under a DETACH is listed too; no gradient reaches it.)"""
+    leaves = []
+    for node in order:
+        if node.op is Op.BUFFER:
+            owner_ref = node.arg.owner
+            owner = owner_ref() if owner_ref is not None else None
             if owner is not None and owner.requires_grad and owner._node is node:
                 leaves.append(owner)
-        elif node.op != Op.DETACH:
-            stack.extend(node.srcs)
     return leaves
 
 
 def result_tensor(node: Node, *inputs: Tensor) -> Tensor:
     """Wrap an op's node: it requires grad when an input does (outside no_grad)."""
-    wants_grad = any(t.requires_grad for t in inputs)
-    if wants_grad and not grad_enabled():
-        return Tensor(ir.detach(node), False)
-    return Tensor(node, wants_grad)
+    for tensor in inputs:
+        if tensor.requires_grad:
+            if not grad_enabled():
+                return Tensor(ir.detach(node), False)
+            return Tensor(node, True)
+    return Tensor(node, False)
 
 
 def tensor_like(value, like: Tensor) -> Tensor:
@@ -326,6 +362,7 @@ def realize(*tensors: Tensor) -> None:
         old_node = tensor._node
         tensor._node = buffer_node(input_buffer(value), old_node.shape, old_node.dtype,
                                    old_node.device)
-        if _LEAF_OWNERS.get(id(old_node)) is tensor:
-            del _LEAF_OWNERS[id(old_node)]    # the tensor lives on: its old entry would leak
-        _LEAF_OWNERS[id(tensor._node)] = tensor
+        old_owner = old_node.arg.owner
+        if old_owner is not None and old_owner() is tensor:
+            old_node.arg.owner = None     # graphs on the old node no longer accumulate here
+        tensor._node.arg.owner = weakref.ref(tensor)

@@ -12,44 +12,62 @@ from cudagrad.ir.node import Node, Op
 from cudagrad.ir.ops import GRAD_RULES, add, cast
 
 
-def _topological_order(output: Node) -> list[Node]:
+def topological_order(output: Node) -> list[Node]:
+    """The nodes under output, sources before consumers (depth first, last source first)."""
     order: list[Node] = []
-    seen: set[int] = set()
-    stack = [(output, False)]
+    done: set[int] = set()
+    expanded: set[int] = set()
+    stack = [output]
     while stack:
-        node, sources_done = stack.pop()
-        if sources_done:
-            order.append(node)
+        node = stack[-1]
+        node_id = id(node)
+        if node_id in done:
+            stack.pop()
             continue
-        if id(node) in seen:
+        if node.srcs and node_id not in expanded:
+            expanded.add(node_id)
+            for src in node.srcs:
+                if id(src) not in done:
+                    stack.append(src)
             continue
-        seen.add(id(node))
-        stack.append((node, True))
-        for src in node.srcs:
-            if id(src) not in seen:
-                stack.append((src, False))
+        stack.pop()
+        done.add(node_id)
+        order.append(node)
     return order
 
 
-def gradients(output: Node, wrt: list[Node], seed: Node) -> list[Node | None]:
-    """d output / d node for each node in wrt (None where it does not depend on it)."""
-    order = _topological_order(output)
+def gradients(output: Node, wrt: list[Node], seed: Node,
+              order: list[Node] | None = None) -> list[Node | None]:
+    """d output / d node for each node in wrt (None where it does not depend on it).
+    order: topological_order(output), when the caller has it already."""
+    if order is None:
+        order = topological_order(output)
     targets = {id(node) for node in wrt}
-    leads_to_target: dict[int, bool] = {}
+    leads_to_target: set[int] = set()
     for node in order:   # sources come before consumers
-        leads_to_target[id(node)] = id(node) in targets or (
-            node.op != Op.DETACH and any(leads_to_target[id(s)] for s in node.srcs))
+        node_id = id(node)
+        if node_id in targets:
+            leads_to_target.add(node_id)
+        elif node.op is not Op.DETACH:
+            for src in node.srcs:
+                if id(src) in leads_to_target:
+                    leads_to_target.add(node_id)
+                    break
 
     grads: dict[int, Node] = {id(output): seed}
     for node in reversed(order):
         grad = grads.get(id(node))
-        if grad is None or id(node) in targets and not node.srcs:
+        srcs = node.srcs
+        if grad is None or not srcs:
             continue
-        if not any(leads_to_target[id(s)] for s in node.srcs):
-            continue
+        for src in srcs:
+            if id(src) in leads_to_target:
+                break
+        else:
+            continue       # no gradient flows below this node
         rule = GRAD_RULES[node.op]
-        for src, src_grad in zip(node.srcs, rule(node, grad, *node.srcs)):
-            if src_grad is None or not leads_to_target[id(src)]:
+        for src, src_grad in zip(srcs, rule(node, grad, *srcs)):
+            if src_grad is None or id(src) not in leads_to_target:
                 continue
             src_grad = cast(src_grad, src.dtype)
             previous = grads.get(id(src))

@@ -8,6 +8,7 @@ for free and computed once. A node that has been computed keeps its buffer in
 """
 from __future__ import annotations
 
+import gc
 import weakref
 from enum import IntEnum, auto
 from typing import Any
@@ -53,13 +54,15 @@ MOVEMENT = {Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.SHRINK, Op.PAD}
 
 
 class Storage:
-    """A leaf's data: a device buffer that `assign` may replace between steps."""
+    """A leaf's data: a device buffer that `assign` may replace between steps, and a
+    weak reference to the Tensor that owns the leaf (where backward accumulates)."""
 
-    __slots__ = ("buffer", "device", "__weakref__")
+    __slots__ = ("buffer", "device", "owner", "__weakref__")
 
     def __init__(self, buffer, device: str):
         self.buffer = buffer
         self.device = device
+        self.owner: Any = None       # weakref.ref to the owning Tensor, set by the Tensor layer
 
 
 class Node:
@@ -91,19 +94,58 @@ def prod(values) -> int:
     return result
 
 
-# Hash-consing table: (op, arg, source ids, shape, dtype, device) -> Node.
-# Weak values, so a graph nobody holds is freed; a live node keeps its sources
-# alive, so the ids in a live key cannot be reused.
-_NODES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+# Hash-consing table: (op, arg, shape, dtype, device, *source ids) -> a weak reference
+# to the Node. Plain weak references without callbacks cost a fraction of a
+# WeakValueDictionary's entries (no Python call when a node is built or dies); the
+# entries of dead nodes are swept when the table has doubled since the last sweep
+# and at every full garbage collection, so it stays within twice the live nodes.
+# A live node keeps its sources alive, so the ids in a live node's key are never reused.
+_NODES: dict = {}
+_SWEEP_MIN = 4096
+_sweep_at = _SWEEP_MIN
 
 
 def make_node(op: Op, srcs: tuple[Node, ...], arg, shape: tuple[int, ...], dtype: DType,
               device: str) -> Node:
     if op == Op.BUFFER:
         return Node(op, srcs, arg, shape, dtype, device)   # every leaf is distinct
-    key = (op, arg, tuple(id(s) for s in srcs), shape, dtype, device)
-    node = _NODES.get(key)
-    if node is None:
-        node = Node(op, srcs, arg, shape, dtype, device)
-        _NODES[key] = node
+    key = (op, arg, shape, dtype, device, *map(id, srcs))
+    ref = _NODES.get(key)
+    if ref is not None:
+        node = ref()
+        if node is not None:
+            return node
+    node = Node(op, srcs, arg, shape, dtype, device)
+    _NODES[key] = weakref.ref(node)
+    if len(_NODES) >= _sweep_at:
+        sweep_nodes()
     return node
+
+
+def drop_dead_entries(table: dict) -> None:
+    """Drop the entries of a table of weak references whose object has died."""
+    for _ in range(8):
+        try:
+            entries = list(table.items())
+            break
+        except RuntimeError:   # changed meanwhile: by a sweep a collection ran, or another thread
+            continue
+    else:
+        return
+    for key, ref in entries:
+        if ref() is None and table.get(key) is ref:
+            table.pop(key, None)
+
+
+def sweep_nodes() -> None:
+    global _sweep_at
+    drop_dead_entries(_NODES)
+    _sweep_at = max(_SWEEP_MIN, 2 * len(_NODES))
+
+
+def _sweep_after_full_collection(phase: str, info: dict) -> None:
+    if phase == "stop" and info.get("generation") == 2:
+        sweep_nodes()
+
+
+gc.callbacks.append(_sweep_after_full_collection)
