@@ -81,12 +81,12 @@ def canonicalize(targets: list[Node]) -> tuple[tuple, list[Node]]:
 
 @dataclass
 class Step:
-    """One kernel launch of a plan: the program, and node numbers of its outputs and inputs."""
+    """One kernel launch of a plan: the program, and node numbers of its outputs and inputs.
+    It holds no node: a cached plan must not keep the first graph (and its buffers) alive."""
     kernel: Kernel
     program: Any
     outputs: tuple[int, ...]
     inputs: tuple[int, ...]
-    spec: KernelSpec
     output_bytes: tuple[int, ...] = ()     # the size of each output's buffer
 
 
@@ -144,7 +144,7 @@ def _build_plan(targets: list[Node], nodes: list[Node], device_name: str) -> Pla
             print(f"[cudagrad] kernel {kernel.name} ({kernel.device}):\n{kernel.source}",
                   file=sys.stderr, flush=True)
     steps = [Step(kernel, program, tuple(number[id(root)] for root in spec.roots),
-                  tuple(number[id(node)] for node in input_nodes), spec,
+                  tuple(number[id(node)] for node in input_nodes),
                   tuple(root.numel * root.dtype.itemsize for root in spec.roots))
              for (spec, kernel, input_nodes), program in zip(planned, programs)]
     return Plan(device, steps)

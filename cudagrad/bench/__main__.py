@@ -2,19 +2,25 @@
 
     python -m cudagrad.bench tiny [--quick] [--json PATH]   # Python overhead of tiny ops
     python -m cudagrad.bench cpu  [--quick] [--json PATH]   # CPU kernels against numpy
-    python -m cudagrad.bench gpu  [--quick] [--json PATH]   # cudagrad.bench.gpu, where it exists
+    python -m cudagrad.bench gpu  [--quick] [--json PATH] [--plot PATH] [--device cuda|cpu]
+                                  [--no-compile] [--only NAMES]
+                                    # fused kernels and training steps against PyTorch eager and
+                                    # torch.compile; --device cpu runs the same code paths on the CPU
 
 Each suite is a module of this package with `run(quick: bool) -> dict`, the dict
 holding "reference" (what the rows compare against, with its version) and "rows":
 one dict a workload with "name", "cudagrad_s" and "reference_s" (median seconds),
 and optionally "target_speedup", "lazy" and "note". The speedup printed is
-reference time / cudagrad time (above 1: cudagrad is faster).
+reference time / cudagrad time (above 1: cudagrad is faster). A suite may also
+define `table(result) -> str` and `plot(result, path)`, and take `device`,
+`compile` and `only` arguments in run() (the options --device, --no-compile, --only).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -81,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suite", choices=SUITES)
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (a smoke test)")
     parser.add_argument("--json", metavar="PATH", help="also write the results here as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="also draw a PNG bar chart here (needs matplotlib)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), help="where the suite runs (gpu suite: cuda)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip torch.compile (it compiles for minutes)")
+    parser.add_argument("--only", metavar="NAMES", help="comma-separated parts of workload names to run")
     args = parser.parse_args(argv)
     try:
         suite = importlib.import_module(f"cudagrad.bench.{args.suite}")
@@ -92,18 +103,31 @@ def main(argv: list[str] | None = None) -> int:
     about = machine()
     print(f"{about['cpu']}, {about['cores']} cores ({about['usable_cores']} usable), "
           f"{about['system']}, Python {about['python']}, numpy {about['numpy']}", flush=True)
-    result = suite.run(quick=args.quick)
+    options = {}
+    accepted = inspect.signature(suite.run).parameters
+    for flag, name, value in (("--device", "device", args.device),
+                              ("--no-compile", "compile", False if args.no_compile else None),
+                              ("--only", "only", args.only)):
+        if value is not None:
+            if name not in accepted:
+                parser.error(f"{flag} is not an option of the {args.suite} suite")
+            options[name] = value
+    if args.plot and not hasattr(suite, "plot"):
+        parser.error(f"--plot is not an option of the {args.suite} suite")
+    result = suite.run(quick=args.quick, **options)
     for row in result["rows"]:
         row["speedup"] = speedup(row)
     result = {"suite": args.suite, "quick": args.quick,
               "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "command": "python -m cudagrad.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": about, **result}
-    print(table(result))
+    print(getattr(suite, "table", table)(result))
     if args.json:
         with open(args.json, "w") as out:
             json.dump(result, out, indent=2)
             out.write("\n")
+    if args.plot and suite.plot(result, args.plot):
+        print(f"plot written to {args.plot}")
     return 0
 
 

@@ -46,3 +46,20 @@ def median_seconds(function, synchronize, warmup: int = 3, repeats: int = 20,
         synchronize()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def event_median_seconds(function, torch, stream, warmup: int = 3, repeats: int = 20) -> float:
+    """Median GPU time of function(), from CUDA events recorded on stream between
+    back-to-back runs: the queue stays full, so a run's time is the GPU's time for
+    it, or the host's where the host is slower (an overhead-bound step)."""
+    for _ in range(warmup):
+        function()
+    stream.synchronize()
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(repeats + 1)]
+    events[0].record(stream)
+    for index in range(repeats):
+        function()
+        events[index + 1].record(stream)
+    events[-1].synchronize()
+    samples = [events[index].elapsed_time(events[index + 1]) for index in range(repeats)]
+    return statistics.median(samples) / 1e3
