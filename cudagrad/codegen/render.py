@@ -78,10 +78,14 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
                   (CUDA_BLOCK, 1, 1), 0)
     elif device == "cuda":
         block_reduce = kernel.kind == "reduce" and kernel.reduce_count >= CUDA_BLOCK_REDUCE_MIN
+        if block_reduce:
+            # long rows: more threads a row keep more loads in flight per multiprocessor
+            block = 1024 if kernel.reduce_count >= 8192 else 512 if kernel.reduce_count >= 2048 else 256
+            context["block"] = block
         template = ("cuda/reduce_block.cu.j2" if block_reduce else
                     "cuda/reduce_thread.cu.j2" if kernel.kind == "reduce" else "cuda/elementwise.cu.j2")
         blocks = kernel.numel if block_reduce else -(-kernel.numel // CUDA_BLOCK)
-        launch = ((max(1, min(blocks, CUDA_MAX_GRID)), 1, 1), (CUDA_BLOCK, 1, 1), 0)
+        launch = ((max(1, min(blocks, CUDA_MAX_GRID)), 1, 1), (context["block"], 1, 1), 0)
     elif kernel.tiles is not None:
         template = "c/matmul.c.j2"
         context.update(CPU_MATMUL_TILING)
