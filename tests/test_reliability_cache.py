@@ -80,19 +80,6 @@ def reference(salt: float) -> dict:
     return {"y": y, "z": z, "ga": ga, "gb": gb}
 
 
-def _cuda_ok() -> bool:
-    import cudagrad as cg
-    try:
-        return bool(cg.cuda_available()[0])
-    except Exception:
-        return False
-
-
-@pytest.fixture(params=["cpu", "cuda"])
-def dev(request):
-    if request.param == "cuda" and not _cuda_ok():
-        pytest.skip("cuda: no usable GPU")
-    return request.param
 
 
 def _env(cache_dir) -> dict:
@@ -155,11 +142,11 @@ def verify_cache(cache_dir) -> int:
 
 # ------------------------------------------------------------ concurrency -----------
 
-def test_eight_processes_compile_the_same_new_kernels_at_once(dev, tmp_path):
+def test_eight_processes_compile_the_same_new_kernels_at_once(device, tmp_path):
     cache = tmp_path / "cache"
     salt = fresh_salt()
     go = tmp_path / "go"
-    processes = [start(tmp_path, dev, cache, salt, go=go) for _ in range(PROCESSES)]
+    processes = [start(tmp_path, device, cache, salt, go=go) for _ in range(PROCESSES)]
     time.sleep(1.0)                  # let every process import cudagrad and wait at the line
     go.write_text("go")
     results = [finish(p, salt) for p in processes]       # all correct
@@ -167,7 +154,7 @@ def test_eight_processes_compile_the_same_new_kernels_at_once(dev, tmp_path):
     assert sum(compiled) >= 1
     count = verify_cache(cache)
     assert count >= 3, "several kernels must have been written"
-    again = run(tmp_path, dev, cache, salt)
+    again = run(tmp_path, device, cache, salt)
     assert again["stats"]["kernels_compiled"] == 0, "the entries the 8 processes wrote are used"
     assert again["stats"]["cache_hits_disk"] == count or again["stats"]["cache_hits_disk"] >= 3
 
@@ -196,32 +183,32 @@ def _damage(entry: Path, how: str, other: Path | None) -> None:
 
 @pytest.mark.parametrize("how", ["truncate", "garbage", "garbage-with-valid-checksum",
                                  "other-kernel-with-valid-checksum", "empty-and-no-checksum"])
-def test_corrupt_entry_is_detected_and_recompiled(dev, tmp_path, how):
-    if dev == "cuda" and how == "other-kernel-with-valid-checksum":
+def test_corrupt_entry_is_detected_and_recompiled(device, tmp_path, how):
+    if device == "cuda" and how == "other-kernel-with-valid-checksum":
         pytest.skip("cpu only: a checksum-valid CUBIN of another kernel (see RELIABILITY.md)")
     cache = tmp_path / "cache"
     salt = fresh_salt()
-    first = run(tmp_path, dev, cache, salt)
+    first = run(tmp_path, device, cache, salt)
     entries = binaries(cache)
     assert len(entries) == first["stats"]["kernels_compiled"] >= 2
     for index, entry in enumerate(entries):
         _damage(entry, how, entries[(index + 1) % len(entries)])
-    second = run(tmp_path, dev, cache, salt)             # correct results (checked in run)
+    second = run(tmp_path, device, cache, salt)             # correct results (checked in run)
     assert second["stats"]["kernels_compiled"] == len(entries), "every damaged entry is rebuilt"
     assert second["stats"]["cache_hits_disk"] == 0
     verify_cache(cache)
-    third = run(tmp_path, dev, cache, salt)
+    third = run(tmp_path, device, cache, salt)
     assert third["stats"]["kernels_compiled"] == 0, "the rebuilt entries are used next time"
 
 
 # ------------------------------------------------------------ unusable directories --
 
-def test_read_only_cache_directory_still_works(dev, tmp_path):
+def test_read_only_cache_directory_still_works(device, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     cache.chmod(0o500)
     try:
-        out = run(tmp_path, dev, cache, fresh_salt())
+        out = run(tmp_path, device, cache, fresh_salt())
     finally:
         cache.chmod(0o700)
     assert out["stats"]["kernels_compiled"] >= 1
@@ -231,27 +218,27 @@ def test_read_only_cache_directory_still_works(dev, tmp_path):
         assert not binaries(cache)
 
 
-def test_cache_directory_under_a_regular_file_still_works_with_one_warning(dev, tmp_path):
+def test_cache_directory_under_a_regular_file_still_works_with_one_warning(device, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    out = run(tmp_path, dev, blocker / "cache", fresh_salt())
+    out = run(tmp_path, device, blocker / "cache", fresh_salt())
     assert out["stats"]["kernels_compiled"] >= 2, "several kernels, each one compiled"
     assert len(out["warnings"]) == 1, out["warnings"]      # one warning, not one per kernel
     assert "cache" in out["warnings"][0].lower()
     assert blocker.read_text() == "not a directory"
 
 
-def test_cache_directory_that_is_a_regular_file_still_works(dev, tmp_path):
+def test_cache_directory_that_is_a_regular_file_still_works(device, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    out = run(tmp_path, dev, blocker, fresh_salt())
+    out = run(tmp_path, device, blocker, fresh_salt())
     assert len(out["warnings"]) == 1, out["warnings"]
     assert blocker.read_text() == "not a directory"
 
 
-def test_missing_cache_directory_is_created(dev, tmp_path):
+def test_missing_cache_directory_is_created(device, tmp_path):
     cache = tmp_path / "does" / "not" / "exist"
-    out = run(tmp_path, dev, cache, fresh_salt())
+    out = run(tmp_path, device, cache, fresh_salt())
     assert out["warnings"] == []
     assert verify_cache(cache) == out["stats"]["kernels_compiled"] >= 2
 
@@ -259,17 +246,17 @@ def test_missing_cache_directory_is_created(dev, tmp_path):
 # ------------------------------------------------------------ foreign entries -------
 
 @pytest.mark.parametrize("patch", ["compiler", "processor", "nvrtc"])
-def test_entry_from_another_compiler_or_processor_is_never_used(dev, tmp_path, patch):
-    if (dev == "cpu") != (patch in ("compiler", "processor")):
-        pytest.skip(f"{patch} is not part of the {dev} key")
+def test_entry_from_another_compiler_or_processor_is_never_used(device, tmp_path, patch):
+    if (device == "cpu") != (patch in ("compiler", "processor")):
+        pytest.skip(f"{patch} is not part of the {device} key")
     cache = tmp_path / "cache"
     salt = fresh_salt()
-    native = run(tmp_path, dev, cache, salt)
+    native = run(tmp_path, device, cache, salt)
     assert native["stats"]["kernels_compiled"] >= 2
-    foreign = run(tmp_path, dev, cache, salt, patch=patch)
+    foreign = run(tmp_path, device, cache, salt, patch=patch)
     assert foreign["stats"]["cache_hits_disk"] == 0, f"an entry of another {patch} was used"
     assert foreign["stats"]["kernels_compiled"] == native["stats"]["kernels_compiled"]
     # both sets of entries live side by side, and each is used by its own kind
     assert len(binaries(cache)) == 2 * native["stats"]["kernels_compiled"]
-    assert run(tmp_path, dev, cache, salt)["stats"]["kernels_compiled"] == 0
-    assert run(tmp_path, dev, cache, salt, patch=patch)["stats"]["kernels_compiled"] == 0
+    assert run(tmp_path, device, cache, salt)["stats"]["kernels_compiled"] == 0
+    assert run(tmp_path, device, cache, salt, patch=patch)["stats"]["kernels_compiled"] == 0

@@ -31,18 +31,6 @@ OBJECT_MARGIN = 300                      # live Python objects
 LR = 0.05
 
 
-def _cuda_ok() -> bool:
-    try:
-        return bool(cg.cuda_available()[0])
-    except Exception:
-        return False
-
-
-@pytest.fixture(params=["cpu", "cuda"])
-def dev(request):
-    if request.param == "cuda" and not _cuda_ok():
-        pytest.skip("cuda: no usable GPU")
-    return request.param
 
 
 def rss_bytes() -> int:
@@ -103,26 +91,26 @@ def plan_count() -> int:
     return len(getattr(realization, "_PLANS", {}))
 
 
-def test_ten_thousand_training_steps_stay_flat_and_correct(dev):
+def test_ten_thousand_training_steps_stay_flat_and_correct(device):
     rng = np.random.default_rng(42)
     x_np, y_np = data(rng)
     start = initial_weights(rng)
-    x = cg.tensor(x_np, dtype=cg.float64, device=dev, requires_grad=False)
-    y = cg.tensor(y_np, dtype=cg.float64, device=dev, requires_grad=False)
-    params = [cg.tensor(w, dtype=cg.float64, device=dev) for w in start]
+    x = cg.tensor(x_np, dtype=cg.float64, device=device, requires_grad=False)
+    y = cg.tensor(y_np, dtype=cg.float64, device=device, requires_grad=False)
+    params = [cg.tensor(w, dtype=cg.float64, device=device) for w in start]
     w1, b1, w2, b2 = params
 
-    device = None
+    gpu = None
     new_allocations = [0]
-    if dev == "cuda":
+    if device == "cuda":
         from cudagrad.device import get_device
-        device = get_device("cuda")
-        original = device._allocate_new
+        gpu = get_device("cuda")
+        original = gpu._allocate_new
 
         def counting_allocate_new(nbytes, size):
             new_allocations[0] += 1
             return original(nbytes, size)
-        device._allocate_new = counting_allocate_new
+        gpu._allocate_new = counting_allocate_new
 
     samples = {}
     losses = []
@@ -145,22 +133,22 @@ def test_ten_thousand_training_steps_stay_flat_and_correct(dev):
                     "rss": rss_bytes(), "objects": len(gc.get_objects()), "nodes": node_table_size(),
                     "leaf_owners": leaf_owner_count(),
                     "plans": plan_count(), "allocations": new_allocations[0],
-                    "in_use": device.bytes_in_use if device else 0,
-                    "cached": device.bytes_cached if device else 0,
+                    "in_use": gpu.bytes_in_use if gpu else 0,
+                    "cached": gpu.bytes_cached if gpu else 0,
                 }
     finally:
-        if device is not None:
-            del device._allocate_new
+        if gpu is not None:
+            del gpu._allocate_new
     elapsed = time.perf_counter() - began
 
     first, last = samples[WARMUP], samples[STEPS - 1]
     growth = last["rss"] - first["rss"]
-    print(f"\n{dev}: {STEPS} steps in {elapsed:.1f} s ({1e3 * elapsed / STEPS:.2f} ms/step); "
+    print(f"\n{device}: {STEPS} steps in {elapsed:.1f} s ({1e3 * elapsed / STEPS:.2f} ms/step); "
           f"host RSS {first['rss'] / 2**20:.1f} -> {last['rss'] / 2**20:.1f} MiB "
           f"(growth {growth / 2**20:+.2f} MiB over the last {STEPS - 1 - WARMUP} steps); "
           f"objects {first['objects']} -> {last['objects']}; nodes {first['nodes']} -> {last['nodes']}; "
           f"plans {first['plans']} -> {last['plans']}; loss {losses[0][1]:.4f} -> {losses[-1][1]:.6f}")
-    if device is not None:
+    if gpu is not None:
         print(f"cuda: bytes_in_use {first['in_use']} -> {last['in_use']}, bytes_cached "
               f"{first['cached']} -> {last['cached']}, new driver allocations after warm-up: "
               f"{last['allocations'] - first['allocations']}")
@@ -173,7 +161,7 @@ def test_ten_thousand_training_steps_stay_flat_and_correct(dev):
     # regression: each assign left an entry for the parameter's old node in the leaf table
     assert last["leaf_owners"] <= first["leaf_owners"], "the leaf-owner table keeps growing"
     # device memory flat; freed buffers reused instead of new driver allocations
-    if device is not None:
+    if gpu is not None:
         assert last["allocations"] == first["allocations"], "steps keep allocating new device memory"
         assert last["in_use"] + last["cached"] <= first["in_use"] + first["cached"]
         assert last["cached"] > 0, "no freed buffer went back to the free lists"
@@ -186,9 +174,9 @@ def test_ten_thousand_training_steps_stay_flat_and_correct(dev):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-9)
 
 
-def test_lazy_graphs_that_are_never_realized_are_freed(dev):
+def test_lazy_graphs_that_are_never_realized_are_freed(device):
     """Building (and dropping) graphs without realizing them must not leak either."""
-    x = cg.tensor(np.ones((16, 16)), dtype=cg.float64, device=dev)
+    x = cg.tensor(np.ones((16, 16)), dtype=cg.float64, device=device)
     for _ in range(200):
         ((x @ x).relu().sum() * 2).backward()
         x.zero_grad()
@@ -206,11 +194,11 @@ def test_lazy_graphs_that_are_never_realized_are_freed(dev):
 
 # ----------------------------------------------------------------- regressions ----
 
-def test_a_graph_rebuilt_after_assign_reads_the_new_value(dev):
+def test_a_graph_rebuilt_after_assign_reads_the_new_value(device):
     """Found by the long run: hash-consing handed the next step the nodes (and
     realized buffers) of the previous step, since the leaf node was the same
     after assign: every step after the first reused step one's forward values."""
-    w = cg.tensor([1.0], device=dev)
+    w = cg.tensor([1.0], device=device)
     y = w * 2
     assert y.item() == 2.0
     w.assign(w + 1)
@@ -219,15 +207,15 @@ def test_a_graph_rebuilt_after_assign_reads_the_new_value(dev):
     assert y.item() == 2.0, "a result computed before assign keeps its value"
 
 
-def test_reading_the_loss_after_an_optimizer_step_gives_the_pre_step_loss(dev):
+def test_reading_the_loss_after_an_optimizer_step_gives_the_pre_step_loss(device):
     """The loss of a step, read after the update, is that step's loss (not a mix of
     old activations and new weights)."""
     rng = np.random.default_rng(3)
     x_np, y_np = rng.standard_normal((16, 4)), rng.standard_normal((16, 1))
     w_np = rng.standard_normal((4, 1))
-    x = cg.tensor(x_np, dtype=cg.float64, device=dev, requires_grad=False)
-    y = cg.tensor(y_np, dtype=cg.float64, device=dev, requires_grad=False)
-    w = cg.tensor(w_np.copy(), dtype=cg.float64, device=dev)
+    x = cg.tensor(x_np, dtype=cg.float64, device=device, requires_grad=False)
+    y = cg.tensor(y_np, dtype=cg.float64, device=device, requires_grad=False)
+    w = cg.tensor(w_np.copy(), dtype=cg.float64, device=device)
     for _ in range(3):
         loss = ((x @ w).relu() - y).abs().mean()
         loss.backward()

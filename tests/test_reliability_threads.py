@@ -19,18 +19,6 @@ THREADS = 4
 ROUNDS = 5
 
 
-def _cuda_ok() -> bool:
-    try:
-        return bool(cg.cuda_available()[0])
-    except Exception:
-        return False
-
-
-@pytest.fixture(params=["cpu", "cuda"])
-def dev(request):
-    if request.param == "cuda" and not _cuda_ok():
-        pytest.skip("cuda: no usable GPU")
-    return request.param
 
 
 def graph(kind: int, salt: float, rng, device):
@@ -70,7 +58,7 @@ def graph(kind: int, salt: float, rng, device):
     return got, want
 
 
-def test_four_threads_realize_different_graphs(dev):
+def test_four_threads_realize_different_graphs(device):
     errors: list = []
     checked = [0]
     lock = threading.Lock()
@@ -80,7 +68,7 @@ def test_four_threads_realize_different_graphs(dev):
         try:
             rng = np.random.default_rng(1000 * round_ + kind)
             salt = 1.0 + round_ * 0.001 + kind * 1e-5 + np.random.default_rng().random() * 1e-7
-            got, want = graph(kind, salt, rng, dev)
+            got, want = graph(kind, salt, rng, device)
             barrier.wait(timeout=60)        # build first, then all realize together
             cg.realize(*got)
             for g, w in zip(got, want):
@@ -101,11 +89,11 @@ def test_four_threads_realize_different_graphs(dev):
         assert not any(thread.is_alive() for thread in threads), "a thread hung"
         assert not errors, errors
     assert checked[0] == ROUNDS * 9
-    if dev == "cpu":
+    if device == "cpu":
         assert cg.stats()["kernels_compiled"] > compiled_before, "first-time compiles were exercised"
 
 
-def test_four_threads_realize_one_shared_graph_and_its_copies(dev):
+def test_four_threads_realize_one_shared_graph_and_its_copies(device):
     rng = np.random.default_rng(7)
     x_np = rng.standard_normal((6, 5))
     salt = 2.0 + np.random.default_rng().random() * 1e-6
@@ -114,7 +102,7 @@ def test_four_threads_realize_one_shared_graph_and_its_copies(dev):
 
     def worker(index: int):
         try:
-            x = cg.tensor(x_np, dtype=cg.float64, device=dev)       # each its own leaf
+            x = cg.tensor(x_np, dtype=cg.float64, device=device)       # each its own leaf
             y = ((x * salt).relu() @ x.T).sum(1)
             barrier.wait(timeout=60)
             results[index] = y.numpy()
@@ -132,10 +120,10 @@ def test_four_threads_realize_one_shared_graph_and_its_copies(dev):
         np.testing.assert_allclose(result, expected, rtol=1e-10)
 
 
-def test_four_threads_read_one_lazy_tensor(dev):
+def test_four_threads_read_one_lazy_tensor(device):
     """Several threads realizing the very same node: each gets the same, right value."""
     x_np = np.linspace(-2, 2, 24).reshape(4, 6)
-    x = cg.tensor(x_np, dtype=cg.float64, device=dev)
+    x = cg.tensor(x_np, dtype=cg.float64, device=device)
     salt = 3.0 + np.random.default_rng().random() * 1e-6
     y = (x * salt).sigmoid().sum(0)
     results, errors = [None] * THREADS, []
