@@ -71,6 +71,7 @@ class LoweredKernel:
     final: list[str] = field(default_factory=list)
     stores: list[str] = field(default_factory=list)
     tiles: MatmulTiles | None = None           # matmul operands as separate loads, for tiling
+    narrows_double: bool = False               # holds a float64 -> float32 conversion
 
     @property
     def reduce_count(self) -> int:
@@ -124,6 +125,7 @@ class Lowerer:
         self.reduce_loop_var = "r"
         self.accumulators: dict[int, str] = {}    # finished reductions -> their C value
         self.member_ids = {id(n) for n in spec.members}
+        self.narrows_double = False
         # index math must also reach every element of the buffers it loads from: a
         # 4-element slice of a 2^31-element buffer still needs 64-bit offsets
         sizes = [n.numel for n in spec.members + spec.roots]
@@ -296,6 +298,8 @@ class Lowerer:
         if op == Op.CAST:
             if node.dtype.name == "bool":
                 return f"({args[0]} != 0) ? 1.0f : 0.0f"
+            if compute_type(node.srcs[0].dtype) == "double" and ctype == "float":
+                self.narrows_double = True
             return f"({ctype}){args[0]}"
         if op == Op.DETACH:
             return args[0]
@@ -333,6 +337,7 @@ class Lowerer:
         kernel.outer, kernel.after = self.lists["outer"], self.lists["after"]
         kernel.final = self.lists["final"]
         kernel.params = outputs + [self.inputs[id(n)] for n in self.input_nodes]
+        kernel.narrows_double = self.narrows_double
         return kernel
 
     def _row_element(self, shape, axes, row_coords) -> tuple[str, ...]:
