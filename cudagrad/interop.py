@@ -104,6 +104,7 @@ def make_capsule(buffer, shape, dtype, device, versioned: bool = False):
     code, bits = _CODES[dtype.name]
     tensor = DLTensor(buffer.ptr, DLDevice(*device), len(shape), DLDataType(code, bits, 1),
                       shape_array, None, 0)
+    managed: ctypes.Structure
     if versioned:
         managed = DLManagedTensorVersioned()
         managed.version = DLPackVersion(1, 0)

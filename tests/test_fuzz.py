@@ -22,7 +22,6 @@ Every failure found so far is pinned as a regression test at the bottom.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np

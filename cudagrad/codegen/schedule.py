@@ -122,7 +122,7 @@ def _grow_kernel(root: Node, materialized: set[int], consumers) -> tuple[KernelS
                 return spec, _best_cut(node, root, parent_of, consumers)
             if node not in spec.contractions:
                 spec.contractions.append(node)
-            under = frozenset() if node.op != Op.MATMUL else None
+            under: frozenset | None = frozenset() if node.op != Op.MATMUL else None
             for src in node.srcs:
                 stack.append((src, False, under, node))
             continue

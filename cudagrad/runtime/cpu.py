@@ -143,7 +143,7 @@ class CpuDevice:
                                    kernel.source, result.stderr)
             count("kernels_compiled")
             data = output.read_bytes()
-            entry = cache.store(key, ".so", data)
+            cache.store(key, ".so", data)
             # load the fresh file, not the entry's path: dlopen would hand back a bad
             # entry of that path already loaded by this process
             return ctypes.CDLL(str(output))
