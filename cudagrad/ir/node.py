@@ -18,7 +18,7 @@ from cudagrad.dtypes import DType
 
 class Op(IntEnum):       # int hashing: node keys are hashed on every op built
     # sources
-    BUFFER = auto()      # arg: Storage (a leaf's data, swappable by assign)
+    BUFFER = auto()      # arg: Storage (a leaf's data and its owner)
     CONST = auto()       # arg: a Python number, broadcast to the node's shape
     # elementwise, one source
     NEG = auto(); EXP = auto(); LOG = auto(); SQRT = auto(); ABS = auto()           # noqa: E702
@@ -54,8 +54,9 @@ MOVEMENT = {Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.SHRINK, Op.PAD}
 
 
 class Storage:
-    """A leaf's data: a device buffer that `assign` may replace between steps, and a
-    weak reference to the Tensor that owns the leaf (where backward accumulates)."""
+    """A leaf's data: a device buffer (never written again once filled; `assign` gives
+    the Tensor a new leaf instead), and a weak reference to the Tensor that owns the
+    leaf (where backward accumulates)."""
 
     __slots__ = ("buffer", "device", "owner", "__weakref__")
 
