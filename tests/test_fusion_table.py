@@ -16,8 +16,8 @@ PINNED = [
     ("row softmax", 1),
     ("layer norm", 1),
     ("matmul + bias + relu", 1),
-    ("2-layer MLP 128-256-10, batch 64: forward + MSE + backward + SGD step", 11),
-    ("2-layer MLP 128-256-10, batch 64: forward + cross-entropy + backward + Adam step", 16),
+    ("2-layer MLP 128-256-10, batch 64: forward + MSE + backward + SGD step", 9),
+    ("2-layer MLP 128-256-10, batch 64: forward + cross-entropy + backward + Adam step", 14),
     ("Adam update of that MLP's 4 parameters", 4),
 ]
 

@@ -280,6 +280,12 @@ def _grad_permute(out, g, x):
     inverse = [0] * len(out.arg)
     for position, axis in enumerate(out.arg):
         inverse[axis] = position
+    swaps_last = tuple(inverse) == tuple(range(len(inverse) - 2)) + (len(inverse) - 1, len(inverse) - 2)
+    if swaps_last and g.op == Op.MATMUL and g.realized is None:
+        # (a @ b)^T = b^T @ a^T: the weight of x @ W.T gets its gradient in W's own layout,
+        # so the optimizer's update can run in that matmul's epilogue
+        a, b = g.srcs
+        return (matmul(swap_last(b), swap_last(a)),)
     return (permute(g, tuple(inverse)),)
 
 
