@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cudagrad.ir.autograd import topological_order
 from cudagrad.ir.node import ELEMENTWISE, MOVEMENT, REDUCE, Node, Op
 
 CONTRACTIONS = REDUCE | {Op.MATMUL}
@@ -57,23 +58,7 @@ class KernelSpec:
 
 def graph_order(targets: list[Node]) -> list[Node]:
     """Every node reachable from targets (stopping at inputs), sources first."""
-    order: list[Node] = []
-    seen: set[int] = set()
-    for target in targets:
-        stack = [(target, False)]
-        while stack:
-            node, sources_done = stack.pop()
-            if sources_done:
-                order.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            stack.append((node, True))
-            if not is_input(node):
-                for src in reversed(node.srcs):
-                    stack.append((src, False))
-    return order
+    return topological_order(targets, stop=is_input)
 
 
 def _consumers(order: list[Node]) -> dict[int, set[int]]:

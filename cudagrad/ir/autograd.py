@@ -12,19 +12,21 @@ from cudagrad.ir.node import Node, Op
 from cudagrad.ir.ops import GRAD_RULES, add, cast
 
 
-def topological_order(output: Node) -> list[Node]:
-    """The nodes under output, sources before consumers (depth first, last source first)."""
+def topological_order(roots, stop=None) -> list[Node]:
+    """The nodes under roots (a node or a list), sources before consumers, each once;
+    a node for which stop(node) is true is listed but its sources are not walked."""
     order: list[Node] = []
     done: set[int] = set()
     expanded: set[int] = set()
-    stack = [output]
+    stack = list(roots) if isinstance(roots, (list, tuple)) else [roots]
+    stack.reverse()
     while stack:
         node = stack[-1]
         node_id = id(node)
         if node_id in done:
             stack.pop()
             continue
-        if node.srcs and node_id not in expanded:
+        if node.srcs and node_id not in expanded and not (stop is not None and stop(node)):
             expanded.add(node_id)
             for src in node.srcs:
                 if id(src) not in done:
