@@ -550,3 +550,19 @@ def test_cast_roundtrip_rounds_to_float32(fuzz_device):
     long_values = np.linspace(0.1, 0.9, 1000) / 3
     long = cg.tensor(long_values, dtype=cg.float64, device=fuzz_device).float().double().numpy()
     np.testing.assert_array_equal(long, long_values.astype(np.float32).astype(np.float64))
+
+
+def test_float_comparison_selecting_doubles_in_a_sum(fuzz_device):
+    """Found by the fuzzer: the gradient of maximum(|x|, y) for a float64 scalar x
+    sums where(y <= |x|, w, 0) over y. With that loop laid out in 16 lanes, GCC 12
+    at -O3 with AVX-512 miscompiled the float comparison selecting doubles; such
+    mixed-width loops now stay plain."""
+    rng = np.random.default_rng(0)
+    y_values, weights = rng.standard_normal((4, 8)), rng.standard_normal((4, 8))
+    x = cg.tensor(np.array(1.3), dtype=cg.float64, device=fuzz_device)
+    y = cg.tensor(y_values, dtype=cg.float64, device=fuzz_device)
+    w = cg.tensor(weights, dtype=cg.float64, device=fuzz_device, requires_grad=False)
+    np.testing.assert_allclose(cg.where(y <= x, w, 0.0).sum().item(),
+                               np.where(y_values <= 1.3, weights, 0).sum(), rtol=1e-12)
+    (cg.maximum(x.abs(), y) * w).sum().backward()
+    np.testing.assert_allclose(x.grad[0], (weights * (y_values <= 1.3)).sum(), rtol=1e-12)

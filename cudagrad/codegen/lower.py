@@ -51,6 +51,15 @@ class Phase:
     pre: list[str] = field(default_factory=list)     # per row, before the loop
     loop: list[str] = field(default_factory=list)    # per reduced element
 
+    @property
+    def one_width(self) -> bool:
+        """Whether the loop computes in a single floating-point width. GCC 12 miscompiles
+        some loops mixing float and double once vectorized in lanes (found by the fuzzer:
+        a float comparison selecting doubles), so only these get the lane layout."""
+        widths = {kind for kind in ("float", "double")
+                  for line in self.loop if line.startswith(f"const {kind} ")}
+        return len(widths) <= 1
+
 
 @dataclass
 class LoweredKernel:

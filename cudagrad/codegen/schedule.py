@@ -22,6 +22,9 @@ from cudagrad.ir.autograd import topological_order
 from cudagrad.ir.node import ELEMENTWISE, MOVEMENT, REDUCE, Node, Op
 
 CONTRACTIONS = REDUCE | {Op.MATMUL}
+# A row kernel's phase k recomputes the values the phases before it read, so the work (and
+# the source) of chained reductions grows with the square of their count: cap it.
+MAX_ROW_PHASES = 4
 
 
 def is_input(node: Node) -> bool:
@@ -132,6 +135,8 @@ def _can_hold(spec: KernelSpec, node: Node, root: Node, in_order: bool, zeroed, 
     these facts: as its epilogue's source (read element by element), or as a
     phase of a row kernel (read at its row, and like the kernel's other reductions)."""
     held = spec.contractions
+    if node not in held and len(held) >= MAX_ROW_PHASES:
+        return False                         # each phase recomputes what came before it
     if node.op == Op.MATMUL or (held and held[0].op == Op.MATMUL):
         single_use = node is root or len(consumers[id(node)]) == 1
         return in_order and single_use and (not held or held == [node])
@@ -179,36 +184,68 @@ def _best_cut(blocked: Node, root: Node, parent_of, consumers) -> Node:
 
 def schedule(targets: list[Node]) -> list[KernelSpec]:
     """The kernels that compute targets, in an order that respects dependencies."""
-    targets = [t for t in dict.fromkeys(targets) if not is_input(t)]
-    order = graph_order(targets)
-    consumers = _consumers(order)
-    materialized = {id(t) for t in targets}
-    while True:
-        specs, retry = _try_schedule(order, materialized, consumers)
-        if not retry:
-            return specs
+    return _Scheduler(targets).run()
 
 
-def _try_schedule(order, materialized, consumers):
-    specs: list[KernelSpec] = []
-    owner: dict[int, int] = {}          # node id -> index of the kernel computing it
-    for node in reversed(order):        # consumers before producers
-        if id(node) not in materialized:
-            continue
-        spec, blocked = _grow_kernel(node, materialized, consumers)
-        if blocked is not None:
-            materialized.add(id(blocked))
-            return None, True
-        for member in spec.members:
-            if _is_cheap(member) and member.op not in CONTRACTIONS:
+class _Scheduler:
+    """Grows a kernel from each stored node, consumers first. When a value must be
+    stored after all (a contraction a kernel cannot hold, or a value two kernels would
+    both compute), only the kernels that held it are grown again, so planning stays
+    about linear in the size of the graph."""
+
+    def __init__(self, targets: list[Node]):
+        self.targets = [t for t in dict.fromkeys(targets) if not is_input(t)]
+        self.order = graph_order(self.targets)
+        self.consumers = _consumers(self.order)
+        self.materialized = {id(t) for t in self.targets}
+        self.specs: list[KernelSpec] = []
+        self.owner: dict[int, int] = {}      # node id -> index of the kernel computing it
+
+    def run(self) -> list[KernelSpec]:
+        for node in reversed(self.order):    # consumers before producers
+            if id(node) not in self.materialized:
                 continue
-            if id(member) in owner and owner[id(member)] != len(specs):
-                materialized.add(id(member))     # two kernels need it: store it once
-                return None, True
-            owner[id(member)] = len(specs)
-        specs.append(spec)
-    specs.reverse()                     # producers first
-    return merge_elementwise(specs), False
+            index = len(self.specs)
+            self.specs.append(KernelSpec([node]))
+            while True:
+                spec = self._grow(node)
+                shared = [member for member in spec.members if _tracked(member)
+                          and self.owner.get(id(member), index) != index]
+                if not shared:
+                    break
+                for member in shared:        # two kernels need it: store it once
+                    self._materialize(member)
+            self._claim(index, spec)
+        specs = list(reversed(self.specs))   # producers first
+        return merge_elementwise(specs)
+
+    def _grow(self, root: Node) -> KernelSpec:
+        while True:
+            spec, blocked = _grow_kernel(root, self.materialized, self.consumers)
+            if blocked is None:
+                return spec
+            self._materialize(blocked)
+
+    def _materialize(self, node: Node) -> None:
+        self.materialized.add(id(node))
+        holder = self.owner.pop(id(node), None)
+        if holder is not None:               # that kernel now reads it instead
+            old = self.specs[holder]
+            for member in old.members:
+                if self.owner.get(id(member)) == holder:
+                    del self.owner[id(member)]
+            self._claim(holder, self._grow(old.roots[0]))
+
+    def _claim(self, index: int, spec: KernelSpec) -> None:
+        self.specs[index] = spec
+        for member in spec.members:
+            if _tracked(member):
+                self.owner[id(member)] = index
+
+
+def _tracked(node: Node) -> bool:
+    """Values whose kernel we remember: all but the cheap ones, recomputed freely."""
+    return not _is_cheap(node) or node.op in CONTRACTIONS
 
 
 def _reads_contractions_in_order(spec: KernelSpec, group_members: set[int],
