@@ -131,10 +131,7 @@ def to_dot(tensors: Sequence[Tensor], forward: Sequence[Tensor] | None = None,
             given_names.setdefault(id(tensor._pending), f"new {name}")
         if tensor.grad_tensor is not None:
             given_names.setdefault(id(tensor.grad_tensor.node), f"{name}.grad")
-    planned = []
-    for device_name in dict.fromkeys(node.device for node in pending):
-        group = [node for node in pending if node.device == device_name]
-        planned.extend(realization.plan_kernels(group, device_name))
+    planned = realization.plan_all(pending)
 
     def fill(node: Node) -> str:
         if id(node) in update_ids:

@@ -206,11 +206,17 @@ def _run(plan: Plan, nodes: list[Node]) -> None:
         nodes[index].realized = buffer
 
 
-def kernels_for(targets: list[Node]) -> list[Kernel]:
-    """The kernels realizing targets would run, in order, without running them."""
+def plan_all(targets: list[Node]) -> list[tuple[KernelSpec, Kernel, list[Node]]]:
+    """plan_kernels for targets on any mix of devices: (spec, Kernel, input nodes) per
+    kernel, without compiling or running anything."""
     pending = [node for node in dict.fromkeys(targets) if not _is_input(node)]
-    result: list[Kernel] = []
+    planned: list[tuple[KernelSpec, Kernel, list[Node]]] = []
     for device_name in dict.fromkeys(node.device for node in pending):
         group = [node for node in pending if node.device == device_name]
-        result.extend(kernel for _, kernel, _ in plan_kernels(group, device_name))
-    return result
+        planned.extend(plan_kernels(group, device_name))
+    return planned
+
+
+def kernels_for(targets: list[Node]) -> list[Kernel]:
+    """The kernels realizing targets would run, in order, without running them."""
+    return [kernel for _, kernel, _ in plan_all(targets)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from cudagrad.codegen.schedule import graph_order, is_input
 from cudagrad.ir.node import Node
-from cudagrad.realization import plan_kernels
+from cudagrad.realization import plan_all
 
 
 def _label(node: Node, names: dict) -> str:
@@ -20,10 +20,7 @@ def explain_nodes(targets: list[Node]) -> str:
     names = {id(node): f"%{i}" for i, node in enumerate(order)}
     lines.append(f"== lazy graph: {len(order)} nodes ==")
     lines.extend(_label(node, names) for node in order)
-    by_device: dict[str, list[Node]] = {}
-    for node in pending:
-        by_device.setdefault(node.device, []).append(node)
-    planned = [item for device, group in by_device.items() for item in plan_kernels(group, device)]
+    planned = plan_all(pending)
     lines.append(f"== fused into {len(planned)} kernel(s) ==")
     for index, (spec, kernel, inputs) in enumerate(planned):
         members = ", ".join(names.get(id(m), "?") for m in reversed(spec.members))
