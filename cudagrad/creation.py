@@ -8,7 +8,8 @@ import numpy as np
 from cudagrad import dtypes
 from cudagrad.checks import check_shape
 from cudagrad.device import canonical_device, get_device
-from cudagrad.ir.node import prod
+from cudagrad.ir.node import Node, Op, Storage, prod
+from cudagrad.runtime.cpu import CpuBuffer
 from cudagrad.tensor import Tensor, buffer_node
 
 _generator = np.random.default_rng()
@@ -73,8 +74,33 @@ def _float32_leaf(flat: np.ndarray, shape: tuple[int, ...], device, requires_gra
     return Tensor(buffer_node(buffer, shape, dtypes.float32, device), requires_grad, leaf=True)
 
 
+def _float32_leaf_from_list(values: list, shape: tuple[int, ...], device, requires_grad) -> Tensor:
+    """The seed's `tensor(shape, flat list)` on the hot path of tiny ops: a cpu buffer is
+    filled straight from the list, without numpy."""
+    device = canonical_device(device)
+    if device == "cpu":
+        buffer = CpuBuffer.of_list(values, "f")
+    else:
+        buffer = get_device(device).from_numpy(np.array(values, dtype=np.float32))
+    return Tensor(Node(Op.BUFFER, (), Storage(buffer, device), shape, dtypes.float32, device),
+                  requires_grad, leaf=True)
+
+
 def tensor(shape_or_data, data=None, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
     """tensor(shape, flat_data) as in the seed, or tensor(data) inferring the shape."""
+    if type(data) is list and dtype is None and data:
+        # the seed's form, on the tiny-op hot path: plain ints for the shape and plain
+        # numbers for the data skip the general checks below (which explain any error)
+        shape = shape_or_data
+        if type(shape) is list or type(shape) is tuple:
+            count = 1
+            for size in shape:
+                if type(size) is not int or size < 0:
+                    count = -1
+                    break
+                count *= size
+            if count == len(data) and _plain_numbers(data):
+                return _float32_leaf_from_list(data, tuple(shape), device, requires_grad)
     if data is None:
         array = _to_array("tensor", shape_or_data)
         if dtype is None and array.dtype == np.float64 and isinstance(shape_or_data, np.ndarray):

@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 
-from cudagrad.environment import getenv
+from cudagrad.environment import getenv, is_set
 from cudagrad.runtime.errors import DeviceError
 
 DEVICE_NAMES = ("cpu", "cuda")
@@ -17,6 +17,8 @@ _lock = threading.Lock()
 def canonical_device(name) -> str:
     if name is None:
         return default_device()
+    if name == "cpu" or name == "cuda":      # the common spellings, without the parsing below
+        return name
     text = str(name).lower()
     base = text.split(":")[0]
     if base not in DEVICE_NAMES:
@@ -51,7 +53,7 @@ def cuda_available() -> tuple[bool, str]:
 
 
 def default_device() -> str:
-    chosen = getenv("CUDAGRAD_DEVICE")
+    chosen = getenv("CUDAGRAD_DEVICE") if is_set("CUDAGRAD_DEVICE") else None
     if chosen:
         return canonical_device(chosen)
     if "auto" not in _devices:

@@ -23,3 +23,13 @@ def getenv(name: str, default: str | None = None) -> str | None:
         key = _ENCODED[name] = os.fsencode(name)
     value = _DATA.get(key)       # type: ignore[union-attr]
     return default if value is None else os.fsdecode(value)
+
+
+def is_set(name: str) -> bool:
+    """Whether name is in the environment at all: the hot path's check, before getenv."""
+    if not _FAST:
+        return name in os.environ
+    key = _ENCODED.get(name)
+    if key is None:
+        key = _ENCODED[name] = os.fsencode(name)
+    return key in _DATA      # type: ignore[operator]

@@ -94,11 +94,23 @@ def to_dlpack(tensor, stream=None, max_version=None, **_ignored):
     return make_capsule(buffer, node.shape, node.dtype, dlpack_device(tensor), versioned)
 
 
+_SHAPE_ARRAY_TYPES: dict[int, type] = {}
+
+
+def _shape_array_type(length: int) -> type:
+    """ctypes int64[length], made once per length: ctypes may build a fresh array type,
+    which lives in reference cycles, on each `c_int64 * length`."""
+    array_type = _SHAPE_ARRAY_TYPES.get(length)
+    if array_type is None:
+        array_type = _SHAPE_ARRAY_TYPES[length] = ctypes.c_int64 * length
+    return array_type
+
+
 def make_capsule(buffer, shape, dtype, device, versioned: bool = False):
     """The capsule has no destructor: a destructor runs while the consumer may hold
     an exception, where no ctypes call can run. Until the consumer calls the deleter,
     _EXPORTED keeps the buffer alive (a capsule never consumed keeps it for good)."""
-    shape_array = (ctypes.c_int64 * max(len(shape), 1))(*shape)
+    shape_array = _shape_array_type(max(len(shape), 1))(*shape)
     code, bits = _CODES[dtype.name]
     tensor = DLTensor(buffer.ptr, DLDevice(*device), len(shape), DLDataType(code, bits, 1),
                       shape_array, None, 0)

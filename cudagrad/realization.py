@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cudagrad.device import get_device
-from cudagrad.environment import getenv
+from cudagrad.environment import getenv, is_set
 from cudagrad.ir.node import Node, Op
+from cudagrad.replay import compile_replay
 from cudagrad.runtime.stats import STATS
 
 if TYPE_CHECKING:     # codegen is imported on the first plan: `import cudagrad` stays fast
@@ -39,15 +40,78 @@ def input_buffer(node: Node):
 _BUFFER, _CONST = Op.BUFFER, Op.CONST
 
 
-def canonicalize(targets: list[Node]) -> tuple[tuple, list[Node]]:
+class _TooDeep(Exception):
+    pass
+
+
+class _TooMany(Exception):
+    pass
+
+
+# The recursive walk is 40% faster than the stack-based one; deeper graphs than
+# this take the latter (each level is a Python frame).
+_RECURSIVE_DEPTH = 150
+
+
+def canonicalize(targets: list[Node], limit: int = 0) -> Any:
     """A structural key of the graph under targets and its nodes, numbered in a
     fixed order (sources before consumers). Inputs enter the key by shape and
-    dtype only. This walk runs on every realize: keep it lean."""
+    dtype only. This walk runs on every realize: keep it lean.
+    With a limit, None as soon as the graph has more nodes than that."""
     numbering: dict[int, int] = {}
-    expanded: set[int] = set()
+    nodes: list[Node] = []
+    key: list = []
+    add_node = nodes.append
+    add_key = key.append
+
+    def visit(node: Node, depth: int) -> int:
+        node_id = id(node)
+        number = numbering.get(node_id)
+        if number is not None:
+            return number
+        if node.realized is not None or node.op is _BUFFER:      # an input
+            number = numbering[node_id] = len(nodes)
+            add_node(node)
+            add_key((node.shape, node.dtype))
+            return number
+        if depth > _RECURSIVE_DEPTH:
+            raise _TooDeep
+        srcs = node.srcs
+        if len(srcs) == 1:
+            numbers: Any = visit(srcs[0], depth + 1)
+        elif len(srcs) == 2:
+            numbers = (visit(srcs[0], depth + 1), visit(srcs[1], depth + 1))
+        else:
+            numbers = tuple([visit(src, depth + 1) for src in srcs])
+        if limit and len(nodes) >= limit:
+            raise _TooMany
+        number = numbering[node_id] = len(nodes)
+        add_node(node)
+        op = node.op
+        # a constant's value is baked into the kernel: repr tells 1 from 1.0, -0.0 from 0.0
+        # and lets nan find its plan again (nan != nan)
+        add_key((op, repr(node.arg) if op is _CONST else node.arg, numbers, node.shape, node.dtype))
+        return number
+
+    try:
+        add_key(tuple([visit(target, 0) for target in targets]))
+    except _TooMany:
+        return None
+    except (_TooDeep, RecursionError):
+        return _canonicalize_deep(targets, limit)
+    finally:
+        visit = None    # type: ignore[assignment]  # it refers to itself through its closure: a cycle
+    return tuple(key), nodes
+
+
+def _canonicalize_deep(targets: list[Node], limit: int = 0) -> Any:
+    """canonicalize for graphs of any depth: the same walk with a stack of its own."""
+    numbering: dict[int, int] = {}
     nodes: list[Node] = []
     key: list = []
     for target in targets:
+        if id(target) in numbering:
+            continue
         stack = [target]
         while stack:
             node = stack[-1]
@@ -61,21 +125,35 @@ def canonicalize(targets: list[Node]) -> tuple[tuple, list[Node]]:
                 nodes.append(node)
                 key.append((node.shape, node.dtype))
                 continue
-            if node_id not in expanded:      # sources first, then this node
-                expanded.add(node_id)
-                for src in reversed(node.srcs):
-                    if id(src) not in numbering:
-                        stack.append(src)
+            srcs = node.srcs
+            first_pushed = 0
+            for src in srcs:
+                if id(src) not in numbering:
+                    if not first_pushed:
+                        first_pushed = len(stack)
+                    stack.append(src)
+            if first_pushed:
+                if len(stack) - first_pushed > 1:        # visit the sources in their order
+                    stack[first_pushed:] = stack[:first_pushed - 1:-1]
                 continue
             stack.pop()
+            if limit and len(nodes) >= limit:
+                return None
             numbering[node_id] = len(nodes)
             nodes.append(node)
+            op = node.op
+            numbers: Any
+            if len(srcs) == 1:
+                numbers = numbering[id(srcs[0])]
+            elif len(srcs) == 2:
+                numbers = (numbering[id(srcs[0])], numbering[id(srcs[1])])
+            else:
+                numbers = tuple([numbering[id(src)] for src in srcs])
             # a constant's value is baked into the kernel: repr tells 1 from 1.0, -0.0 from 0.0
             # and lets nan find its plan again (nan != nan)
-            arg = repr(node.arg) if node.op is _CONST else node.arg
-            key.append((node.op, arg, tuple(map(numbering.__getitem__, map(id, node.srcs))),
-                        node.shape, node.dtype))
-    key.append(tuple(map(numbering.__getitem__, map(id, targets))))
+            key.append((op, repr(node.arg) if op is _CONST else node.arg, numbers, node.shape,
+                        node.dtype))
+    key.append(tuple([numbering[id(target)] for target in targets]))
     return tuple(key), nodes
 
 
@@ -94,6 +172,7 @@ class Step:
 class Plan:
     device: Any
     steps: list[Step]
+    replay: Any = None       # straight-line Python running the steps (see replay.py)
 
 
 def plan_kernels(targets: list[Node], device_name: str) -> list[tuple[KernelSpec, Kernel, list[Node]]]:
@@ -147,7 +226,9 @@ def _build_plan(targets: list[Node], nodes: list[Node], device_name: str) -> Pla
                   tuple(number[id(node)] for node in input_nodes),
                   tuple(root.numel * root.dtype.itemsize for root in spec.roots))
              for (spec, kernel, input_nodes), program in zip(planned, programs)]
-    return Plan(device, steps)
+    plan = Plan(device, steps)
+    plan.replay = compile_replay(plan)
+    return plan
 
 
 def realize_nodes(targets: list[Node]) -> None:
@@ -164,21 +245,51 @@ def realize_nodes(targets: list[Node]) -> None:
                 by_device.setdefault(node.device, []).append(node)
     for device_name, group in by_device.items():
         key, nodes = canonicalize(group)
-        plan_key = (device_name, key)
-        plan = _PLANS.get(plan_key)
+        plan = _PLANS.get((device_name, key))
         if plan is None:
-            with _plan_lock:
-                plan = _PLANS.get(plan_key)
-                if plan is None:
-                    plan = _build_plan(group, nodes, device_name)
-                    _PLANS[plan_key] = plan
-        _run(plan, nodes)
+            plan = plan_for(key, nodes, group, device_name)
+        run_plan(plan, nodes)
 
 
-def _run(plan: Plan, nodes: list[Node]) -> None:
+def realize_node(node: Node) -> None:
+    """realize_nodes([node]) for a node not computed yet: the hot path of reading a result."""
+    key, nodes = canonicalize([node])
+    plan = _PLANS.get((node.device, key))
+    if plan is None:
+        plan = plan_for(key, nodes, [node], node.device)
+    run_plan(plan, nodes)
+
+
+def plan_for(key: tuple, nodes: list[Node], targets: list[Node], device_name: str) -> Plan:
+    """The plan of a graph with this structural key, built the first time it is asked."""
+    plan_key = (device_name, key)
+    plan = _PLANS.get(plan_key)
+    if plan is None:
+        with _plan_lock:
+            plan = _PLANS.get(plan_key)
+            if plan is None:
+                plan = _build_plan(targets, nodes, device_name)
+                _PLANS[plan_key] = plan
+    return plan
+
+
+def run_plan(plan: Plan, nodes: list) -> None:
+    """Launch a plan's kernels on the buffers of nodes (numbered as its key numbered them)."""
+    if not _debugging():
+        plan.replay(nodes)
+    else:
+        _run_logged(plan, nodes)
+
+
+def _debugging() -> bool:
+    return getenv("CUDAGRAD_DEBUG", "0") >= "1" if is_set("CUDAGRAD_DEBUG") else False  # type: ignore[operator]
+
+
+def _run_logged(plan: Plan, nodes: list[Node]) -> None:
+    """The steps one by one, each timed and logged (CUDAGRAD_DEBUG=1)."""
     device = plan.device
     allocate = device.allocate
-    debug = getenv("CUDAGRAD_DEBUG", "0") >= "1"     # type: ignore[operator]
+    debug = True
     buffers: dict[int, Any] = {}
     for step in plan.steps:
         args = []

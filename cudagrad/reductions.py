@@ -5,7 +5,7 @@ from cudagrad import dtypes
 from cudagrad.checks import broadcast_shapes, normalize_axes, normalize_axis, shape_text
 from cudagrad.elementwise import expand_to
 from cudagrad.ir import ops as ir
-from cudagrad.ir.node import Op, prod
+from cudagrad.ir.node import Op, make_node, prod
 from cudagrad.tensor import Tensor, result_tensor
 
 
@@ -58,9 +58,30 @@ def _check_nonempty(op: str, x: Tensor, axes) -> None:
                          "(the reduction has no identity)")
 
 
+_FULL_REDUCTIONS: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+
+def _full_reduction(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The axes a reduction over every element reduces (dims of size 1 need none) and
+    its shape inside the graph, per shape: what sum() of a small tensor asks every time."""
+    known = _FULL_REDUCTIONS.get(shape)
+    if known is None:
+        axes = tuple(a for a, size in enumerate(shape) if size != 1)
+        known = _FULL_REDUCTIONS[shape] = (axes, (1,) * len(shape))
+        if len(_FULL_REDUCTIONS) > 4096:      # bounded: shapes are user data
+            _FULL_REDUCTIONS.clear()
+    return known
+
+
 def sum(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:  # noqa: A001 (mirrors torch)
-    axes = normalize_axes("sum", axis, x.ndim, x.shape)
     node = x._node
+    if axis is None and not keepdim and node.dtype.is_float and 0 < prod(node.shape) < SPLIT_MIN_REDUCED:
+        # the common small case, short: the same nodes as the general path below
+        axes, reduced_shape = _full_reduction(node.shape)
+        if axes:
+            node = make_node(Op.SUM, (node,), axes, reduced_shape, node.dtype, node.device)
+        return result_tensor(ir.reshape(node, (1,)), x)
+    axes = normalize_axes("sum", axis, x.ndim, x.shape)
     if not node.dtype.is_float:
         node = ir.cast(node, dtypes.int32)
     reduced = _reduce(Op.SUM, node, axes)
@@ -112,6 +133,15 @@ def argmin(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:
 
 
 def matmul(a: Tensor, b) -> Tensor:
+    if isinstance(b, Tensor) and isinstance(a, Tensor):
+        a_node, b_node = a._node, b._node
+        a_shape, b_shape = a_node.shape, b_node.shape
+        if len(a_shape) == 2 and len(b_shape) == 2 and a_shape[1] == b_shape[0] \
+                and a_node.dtype is b_node.dtype and a_node.dtype.is_float \
+                and a_node.device == b_node.device:      # the common case, short
+            node = make_node(Op.MATMUL, (a_node, b_node), None, (a_shape[0], b_shape[1]),
+                             a_node.dtype, a_node.device)
+            return result_tensor(node, a, b)
     if not isinstance(b, Tensor) or not isinstance(a, Tensor):
         raise TypeError(f"matmul: both operands must be Tensors, got {type(a).__name__} and "
                         f"{type(b).__name__}")

@@ -19,7 +19,7 @@ from cudagrad.device import canonical_device, get_device
 from cudagrad.ir import ops as ir
 from cudagrad.ir.autograd import gradients, topological_order
 from cudagrad.ir.node import Node, Op, Storage, drop_dead_entries, make_node, prod
-from cudagrad.realization import input_buffer, kernels_for, realize_nodes
+from cudagrad.realization import input_buffer, kernels_for, realize_node, realize_nodes
 from cudagrad.tensor_api import TensorOps
 
 _grad_mode = threading.local()
@@ -44,7 +44,15 @@ def leaves_with_gradients() -> list[Tensor]:
     return [leaf for leaf in (ref() for ref in list(_LEAF_OWNERS.values())) if leaf is not None]
 
 
+# How many no_grad blocks are open, in all threads: while none is (nearly always), every
+# op knows grad mode is on without reading the thread-local (a third of a microsecond).
+_open_no_grad_blocks = [0]
+_no_grad_lock = threading.Lock()
+
+
 def grad_enabled() -> bool:
+    if not _open_no_grad_blocks[0]:
+        return True
     return getattr(_grad_mode, "enabled", True)
 
 
@@ -52,11 +60,15 @@ def grad_enabled() -> bool:
 def no_grad():
     """Ops inside build no gradient graph: their results do not require grad."""
     previous = grad_enabled()
+    with _no_grad_lock:
+        _open_no_grad_blocks[0] += 1
     _grad_mode.enabled = False
     try:
         yield
     finally:
         _grad_mode.enabled = previous
+        with _no_grad_lock:
+            _open_no_grad_blocks[0] -= 1
 
 
 def buffer_node(buffer, shape, dtype, device: str) -> Node:
@@ -79,13 +91,15 @@ def storage_to_host(dtype: dtypes.DType, array: np.ndarray) -> np.ndarray:
 
 
 class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py binds
-    __slots__ = ("_node", "requires_grad", "_grad", "_pending", "_is_leaf", "__weakref__")
+    __slots__ = ("_node", "requires_grad", "_grad", "_pending_backward", "_pending", "_is_leaf",
+                 "__weakref__")
     __array_priority__ = 1000     # numpy scalars on the left defer to our operators
 
     def __init__(self, node: Node, requires_grad: bool = False, leaf: bool = False):
         self._node = node
         self.requires_grad = requires_grad
         self._grad: Tensor | None = None
+        self._pending_backward = None          # a backward() whose gradient is not built yet
         self._pending: Node | None = None      # a value assign() will store here
         self._is_leaf = leaf
         if leaf:
@@ -152,7 +166,7 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
             return self._node
         node = self._node
         if node.realized is None and node.op is not Op.BUFFER:
-            realize_nodes([node])
+            realize_node(node)
         return node
 
     def numpy(self) -> np.ndarray:
@@ -166,7 +180,8 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
         node = self._realized_node()
         if node.device == "cpu" and node.dtype is not dtypes.bfloat16:
             # a cpu buffer is host memory: read it in place, without numpy()'s copy
-            return input_buffer(node).array.view(node.dtype.numpy)[:node.numel].tolist()
+            dtype = node.dtype
+            return input_buffer(node).tolist(dtype.name, dtype.numpy, prod(node.shape))
         return self.numpy().reshape(-1).tolist()
 
     def tolist(self):
@@ -240,21 +255,28 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
     # ---- autograd ----------------------------------------------------------------
     @property
     def grad_tensor(self) -> Tensor | None:
+        """The gradient as a lazy tensor (nothing runs until it is read)."""
+        if self._pending_backward is not None:
+            self._pending_backward.materialize()
         return self._grad
 
     @grad_tensor.setter
     def grad_tensor(self, value: Tensor | None) -> None:
+        self._pending_backward = None
         self._grad = value
         if value is not None:
             _LEAF_OWNERS[id(self)] = weakref.ref(self)
 
     @property
     def grad(self) -> list | None:
+        if self._pending_backward is not None:
+            self._pending_backward.realize()
         if self._grad is None:
             return None
         return self._grad.data
 
     def zero_grad(self) -> None:
+        self._pending_backward = None
         self._grad = None
 
     def backward(self, gradient: Tensor | None = None) -> None:
@@ -266,6 +288,8 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
                 raise GradientError(f"backward: a gradient can be implied only for a one-element "
                                     f"output; this one has shape {list(self.shape)}: pass "
                                     "backward(gradient) with a tensor of that shape")
+            if defer_backward(self._node, _LEAF_OWNERS):      # a small graph: see backward_cache.py
+                return
             seed = ir.const(1, self.shape, self.dtype, self.device)
         else:
             if not isinstance(gradient, Tensor):
@@ -276,6 +300,9 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
             seed = ir.cast(gradient._node, self.dtype)
         order = topological_order(self._node)
         leaves = _leaves_requiring_grad(order)
+        for leaf in leaves:
+            if leaf._pending_backward is not None:      # accumulate onto its gradient's nodes
+                leaf._pending_backward.materialize()
         grads = gradients(self._node, [leaf._node for leaf in leaves], seed, order)
         for leaf, grad in zip(leaves, grads):
             if grad is None:
@@ -329,7 +356,7 @@ def result_tensor(node: Node, *inputs: Tensor) -> Tensor:
     """Wrap an op's node: it requires grad when an input does (outside no_grad)."""
     for tensor in inputs:
         if tensor.requires_grad:
-            if not grad_enabled():
+            if _open_no_grad_blocks[0] and not grad_enabled():
                 return Tensor(ir.detach(node), False)
             return Tensor(node, True)
     return Tensor(node, False)
@@ -366,3 +393,6 @@ def realize(*tensors: Tensor) -> None:
         if old_owner is not None and old_owner() is tensor:
             old_node.arg.owner = None     # graphs on the old node no longer accumulate here
         tensor._node.arg.owner = weakref.ref(tensor)
+
+
+from cudagrad.backward_cache import defer_backward  # noqa: E402 (it builds Tensors: import last)

@@ -8,7 +8,7 @@ import os
 import tracemalloc
 
 import cudagrad as cg
-from cudagrad import interop, realization
+from cudagrad import backward_cache, interop, realization
 from cudagrad.ir import node as ir_node
 
 tensor_module = importlib.import_module("cudagrad.tensor")   # cg.tensor is the constructor
@@ -29,6 +29,7 @@ def rss_bytes() -> int:
 def tables() -> dict:
     gc.collect()
     return {"nodes": len(ir_node._NODES), "plans": len(realization._PLANS),
+            "gradient_plans": len(backward_cache._GRADIENT_PLANS),
             "exported": len(interop._EXPORTED), "leaf_owners": len(tensor_module._LEAF_OWNERS)}
 
 
@@ -64,6 +65,25 @@ def test_tiny_realizations_keep_memory_flat():
     assert last["traced"] - first["traced"] < TRACED_MARGIN, "Python allocations grow: " + detail
     assert last["rss"] - first["rss"] < RSS_MARGIN, "resident memory grows: " + detail
     assert last["plans"] == first["plans"], "the same graphs planned again: " + detail
+    assert last["gradient_plans"] == first["gradient_plans"], "gradients planned again: " + detail
     assert last["nodes"] <= first["nodes"] + 50, "the hash-consing table grows: " + detail
     assert last["exported"] <= first["exported"], "DLPack exports are never released: " + detail
     assert last["leaf_owners"] <= first["leaf_owners"] + 50, "the leaf table grows: " + detail
+
+
+def test_tiny_steps_make_no_reference_cycles():
+    """A cycle outlives its step until the collector runs, and each collection costs
+    the hot path time (a self-referring closure in the key walk once doubled it)."""
+    for i in range(50):
+        one_step(i)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for i in range(200):
+            one_step(i)
+        gc.collect()
+        cycles = [type(obj).__name__ for obj in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert not cycles, f"the hot path left {len(cycles)} objects in cycles: {sorted(set(cycles))}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from cudagrad.realization import _PLANS, _run, canonicalize
+from cudagrad.realization import _PLANS, canonicalize, run_plan
 
 
 class _Slot:
@@ -28,7 +28,7 @@ def replay_plan(*tensors):
     plan = _PLANS[(targets[0].device, key)]
     written = {index for step in plan.steps for index in step.outputs}
     view = [_Slot(node) if index in written else node for index, node in enumerate(nodes)]
-    return plan, lambda: _run(plan, view)
+    return plan, lambda: run_plan(plan, view)
 
 
 def median_seconds(function, synchronize, warmup: int = 3, repeats: int = 20,

@@ -110,7 +110,14 @@ def make_node(op: Op, srcs: tuple[Node, ...], arg, shape: tuple[int, ...], dtype
               device: str) -> Node:
     if op == Op.BUFFER:
         return Node(op, srcs, arg, shape, dtype, device)   # every leaf is distinct
-    key = (op, arg, shape, dtype, device, *map(id, srcs))
+    count = len(srcs)         # the key spelled out for one and two sources: the common cases
+    key: tuple
+    if count == 1:
+        key = (op, arg, shape, dtype, device, id(srcs[0]))
+    elif count == 2:
+        key = (op, arg, shape, dtype, device, id(srcs[0]), id(srcs[1]))
+    else:
+        key = (op, arg, shape, dtype, device, *map(id, srcs))
     ref = _NODES.get(key)
     if ref is not None:
         node = ref()

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from array import array
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,14 +31,51 @@ def _address(array: np.ndarray) -> int:
         return array.ctypes.data
 
 
+# Buffers up to this size are array.array objects rather than numpy arrays: one is
+# made and tells its address in a third of the time (the tiny-op path, issue 5).
+SMALL_BUFFER_BYTES = 4096
+_ZERO_BYTES = array("B", bytes(SMALL_BUFFER_BYTES))
+# array.array type codes of the dtypes a small buffer reads back without numpy
+_LIST_CODES = {"float32": "f", "float64": "d", "int32": "i"}
+
+
 class CpuBuffer:
-    __slots__ = ("array", "nbytes", "ptr", "__weakref__")
+    """Host memory a kernel reads or writes: `raw` (a 1-D numpy array of any dtype or an
+    array.array) and its address. `array` is a numpy view of it, made when first asked."""
+
+    __slots__ = ("raw", "nbytes", "ptr", "_array", "__weakref__")
     device = "cpu"
 
-    def __init__(self, array: np.ndarray):
-        self.array = array            # 1-D, any dtype; kernels see its raw bytes
-        self.nbytes = array.nbytes
-        self.ptr = _address(array)
+    def __init__(self, raw, nbytes: int, ptr: int):
+        self.raw = raw
+        self.nbytes = nbytes
+        self.ptr = ptr
+        self._array: np.ndarray | None = raw if type(raw) is np.ndarray else None
+
+    @staticmethod
+    def of_array(array: np.ndarray) -> CpuBuffer:
+        """A buffer sharing a 1-D contiguous numpy array's memory."""
+        return CpuBuffer(array, array.nbytes, _address(array))
+
+    @staticmethod
+    def of_list(values: list, code: str) -> CpuBuffer:
+        """A small buffer filled from Python numbers (code: an array.array type code)."""
+        raw = array(code, values)
+        address, count = raw.buffer_info()
+        return CpuBuffer(raw, count * raw.itemsize, address)
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.frombuffer(self.raw, dtype=np.uint8)
+        return self._array
+
+    def tolist(self, dtype_name: str, np_dtype, count: int) -> list:
+        """The first count values as Python numbers, read in place."""
+        code = _LIST_CODES.get(dtype_name)
+        if code is not None and type(self.raw) is array:
+            return memoryview(self.raw).cast("B").cast(code)[:count].tolist()  # type: ignore[call-overload]
+        return self.array.view(np_dtype)[:count].tolist()
 
 
 class Program:
@@ -84,14 +122,17 @@ class CpuDevice:
 
     # ---- memory ----------------------------------------------------------------
     def allocate(self, nbytes: int) -> CpuBuffer:
-        return CpuBuffer(np.empty(max(nbytes, 1), dtype=np.uint8)[:nbytes])
+        if 0 < nbytes <= SMALL_BUFFER_BYTES:
+            raw = _ZERO_BYTES[:nbytes]          # a fresh array.array (slicing copies)
+            return CpuBuffer(raw, nbytes, raw.buffer_info()[0])
+        return CpuBuffer.of_array(np.empty(max(nbytes, 1), dtype=np.uint8)[:nbytes])
 
     def from_numpy(self, array: np.ndarray) -> CpuBuffer:
-        return CpuBuffer(np.ascontiguousarray(array).reshape(-1).copy())
+        return CpuBuffer.of_array(np.ascontiguousarray(array).reshape(-1).copy())
 
     def wrap_numpy(self, array: np.ndarray) -> CpuBuffer:
         """Share a contiguous array's memory (DLPack and from_numpy without a copy)."""
-        return CpuBuffer(array if array.ndim == 1 else array.reshape(-1))
+        return CpuBuffer.of_array(array if array.ndim == 1 else array.reshape(-1))
 
     def to_numpy(self, buffer: CpuBuffer, np_dtype, count_: int) -> np.ndarray:
         return buffer.array.view(np_dtype)[:count_].copy()
@@ -147,6 +188,10 @@ class CpuDevice:
             # load the fresh file, not the entry's path: dlopen would hand back a bad
             # entry of that path already loaded by this process
             return ctypes.CDLL(str(output))
+
+    def c_function(self, program: Program):
+        """The ctypes function of a program (a plan's replay calls it directly)."""
+        return program.function
 
     def launch(self, program: Program, buffers: list) -> None:
         program.function(*[buffer.ptr for buffer in buffers])
