@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numbers
+from array import array as typed_array
 
 import numpy as np
 
@@ -74,18 +75,6 @@ def _float32_leaf(flat: np.ndarray, shape: tuple[int, ...], device, requires_gra
     return Tensor(buffer_node(buffer, shape, dtypes.float32, device), requires_grad, leaf=True)
 
 
-def _float32_leaf_from_list(values: list, shape: tuple[int, ...], device, requires_grad) -> Tensor:
-    """The seed's `tensor(shape, flat list)` on the hot path of tiny ops: a cpu buffer is
-    filled straight from the list, without numpy."""
-    device = canonical_device(device)
-    if device == "cpu":
-        buffer = CpuBuffer.of_list(values, "f")
-    else:
-        buffer = get_device(device).from_numpy(np.array(values, dtype=np.float32))
-    return Tensor(Node(Op.BUFFER, (), Storage(buffer, device), shape, dtypes.float32, device),
-                  requires_grad, leaf=True)
-
-
 def tensor(shape_or_data, data=None, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
     """tensor(shape, flat_data) as in the seed, or tensor(data) inferring the shape."""
     if type(data) is list and dtype is None and data:
@@ -100,7 +89,16 @@ def tensor(shape_or_data, data=None, *, dtype=None, device=None, requires_grad: 
                     break
                 count *= size
             if count == len(data) and _plain_numbers(data):
-                return _float32_leaf_from_list(data, tuple(shape), device, requires_grad)
+                device = canonical_device(device)
+                if device == "cpu":
+                    values = typed_array("f", data)      # the buffer, straight from the list
+                    address, _ = values.buffer_info()
+                    buffer = CpuBuffer(values, 4 * count, address)
+                else:
+                    buffer = get_device(device).from_numpy(np.array(data, dtype=np.float32))
+                node = Node(Op.BUFFER, (), Storage(buffer, device), tuple(shape), dtypes.float32,
+                            device)
+                return Tensor(node, requires_grad, leaf=True)
     if data is None:
         array = _to_array("tensor", shape_or_data)
         if dtype is None and array.dtype == np.float64 and isinstance(shape_or_data, np.ndarray):

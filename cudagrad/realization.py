@@ -257,7 +257,10 @@ def realize_node(node: Node) -> None:
     plan = _PLANS.get((node.device, key))
     if plan is None:
         plan = plan_for(key, nodes, [node], node.device)
-    run_plan(plan, nodes)
+    if is_set("CUDAGRAD_DEBUG"):
+        run_plan(plan, nodes)
+    else:
+        plan.replay(nodes)
 
 
 def plan_for(key: tuple, nodes: list[Node], targets: list[Node], device_name: str) -> Plan:

@@ -177,11 +177,16 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
 
     @property
     def data(self) -> list:
-        node = self._realized_node()
+        node = self._node
+        if self._pending is not None:
+            node = self._realized_node()
+        elif node.realized is None and node.op is not Op.BUFFER:
+            realize_node(node)
         if node.device == "cpu" and node.dtype is not dtypes.bfloat16:
             # a cpu buffer is host memory: read it in place, without numpy()'s copy
             dtype = node.dtype
-            return input_buffer(node).tolist(dtype.name, dtype.numpy, prod(node.shape))
+            buffer = node.realized if node.realized is not None else node.arg.buffer
+            return buffer.tolist(dtype.name, dtype.numpy, prod(node.shape))
         return self.numpy().reshape(-1).tolist()
 
     def tolist(self):
