@@ -1,6 +1,7 @@
 """Movement ops: views that change index math, never copy."""
 from __future__ import annotations
 
+from cudagrad import dtypes
 from cudagrad.checks import AxisError, normalize_axis, shape_text
 from cudagrad.ir import ops as ir
 from cudagrad.ir.node import Node, prod
@@ -163,15 +164,16 @@ def cat(tensors, axis: int = 0) -> Tensor:
                              f"differ outside axis {axis}")
         if t.device != first.device:
             raise ValueError(f"cat: tensors on different devices ({first.device}, {t.device})")
-        if t.dtype != first.dtype:
-            raise TypeError(f"cat: dtypes differ ({first.dtype.name}, {t.dtype.name})")
+    dtype = first.dtype          # mixed dtypes promote, as PyTorch's cat does
+    for t in tensors[1:]:
+        dtype = dtypes.promote(dtype, t.dtype)
     total = sum(t.shape[axis] for t in tensors)
     result: Node | None = None
     offset = 0
     for t in tensors:
         spec = tuple((offset, 1, size, total) if d == axis else (0, 1, size, size)
                      for d, size in enumerate(t.shape))
-        padded = ir.pad(t._node, spec)
+        padded = ir.pad(ir.cast(t._node, dtype), spec)
         result = padded if result is None else ir.add(result, padded)
         offset += t.shape[axis]
     assert result is not None       # cat checked that tensors is not empty

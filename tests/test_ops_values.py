@@ -699,3 +699,25 @@ def test_large_reduction_gradients(device, rng, seed):
     want = 2 * X
     want[np.unravel_index(X.argmax(), X.shape)] += 1.0
     assert_close(grad_of(x), want, "float64", f"seed={seed}")
+
+
+def test_cat_promotes_mixed_dtypes(device, rng):
+    """As PyTorch: the result has the promoted dtype, and gradients flow back in each
+    input's own dtype."""
+    x32 = rng.standard_normal((2, 3)).astype(np.float32)
+    x64 = rng.standard_normal((1, 3))
+    counts = rng.integers(-5, 5, size=(2, 3)).astype(np.int32)
+    a = cg.from_numpy(x32, device=device)
+    b = cg.from_numpy(x64, device=device)
+    c = cg.from_numpy(counts, device=device, requires_grad=False)
+    out = cg.cat([a, b, c])
+    assert out.dtype == cg.float64 and out.shape == (5, 3)
+    np.testing.assert_array_equal(out.numpy(), np.concatenate([x32.astype(np.float64), x64, counts]))
+    weights = rng.standard_normal((5, 3))
+    (out * cg.from_numpy(weights, device=device, requires_grad=False)).sum().backward()
+    assert a.grad_tensor.dtype == cg.float32 and b.grad_tensor.dtype == cg.float64
+    np.testing.assert_allclose(np.array(a.grad).reshape(2, 3), weights[:2], rtol=1e-6)
+    np.testing.assert_allclose(np.array(b.grad).reshape(1, 3), weights[2:3], rtol=1e-12)
+    mixed_ints = cg.cat([c, cg.from_numpy(x32, device=device)], axis=1)
+    assert mixed_ints.dtype == cg.float32
+    np.testing.assert_array_equal(mixed_ints.numpy(), np.concatenate([counts.astype(np.float32), x32], 1))
