@@ -126,6 +126,11 @@ class PendingBackward:
         waiting = self._waiting_leaves()
         grads = self.gradient_nodes()
         targets = [grad for grad in grads if grad is not None]
+        if not targets:                  # no gradient reaches any leaf (all under detach)
+            for leaf in waiting:
+                if leaf is not None:
+                    leaf._pending_backward = None
+            return
         key, nodes = canonicalize(targets)
         plan = plan_for(key, nodes, targets, self.output.device)
         number = {id(node): index for index, node in enumerate(nodes)}
