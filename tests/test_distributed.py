@@ -54,8 +54,16 @@ def test_buckets_fill_up_to_the_cap_from_the_last_parameter():
 def test_a_parameter_larger_than_the_cap_is_a_bucket_of_its_own():
     params = _params((4, 4), (100,), (3,))
     buckets = dist.assign_buckets(params, bucket_bytes=64)
-    assert [b.indices for b in buckets] == [(2,), (1,), (0,)]
+    assert [b.indices for b in buckets] == [(1,), (0,), (2,)]
     assert sorted(i for b in buckets for i in b.indices) == [0, 1, 2]
+
+
+def test_biases_between_large_weights_share_one_bucket():
+    # the compute-bound MLP's shapes, scaled down: 4 weights over the cap, 4 small biases
+    params = [p for _ in range(4) for p in _params((64, 64), (64,))]
+    buckets = dist.assign_buckets(params, bucket_bytes=4096)
+    assert [b.indices for b in buckets] == [(6,), (4,), (2,), (0,), (7, 5, 3, 1)]
+    assert buckets[-1].offsets == (0, 64, 128, 192) and buckets[-1].numel == 256
 
 
 def test_buckets_never_mix_dtypes():
@@ -161,6 +169,13 @@ class Loopback:
 
     def destroy(self):
         pass
+
+
+@pytest.fixture(autouse=True)
+def _cpu_by_default(monkeypatch):
+    """In-process tests use cpu tensors (the loopback and socket communicators move host
+    memory), also on a GPU machine; the launched runs choose their device themselves."""
+    monkeypatch.setenv("CUDAGRAD_DEVICE", "cpu")
 
 
 @pytest.fixture
@@ -399,3 +414,17 @@ def test_gpu_ranks_match_one_gpu_with_the_whole_batch(tmp_path, nproc):
     if missing:
         pytest.skip(f"NCCL is not usable here: {missing}")
     _compare_runs(tmp_path, nproc, "cuda")
+
+
+def test_the_example_gives_the_same_losses_on_one_and_two_cpu_ranks(tmp_path):
+    example = str(ROOT / "examples" / "train_data_parallel.py")
+    two = _launch(tmp_path, 2, example, "--steps", "12")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, example, "--steps", "12"], env=_env(tmp_path), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    def losses(output):
+        return [float(line.split()[3]) for line in output.splitlines() if line.startswith("step")]
+    assert len(losses(one.stdout)) == 2
+    np.testing.assert_allclose(losses(two.stdout), losses(one.stdout), rtol=1e-4)

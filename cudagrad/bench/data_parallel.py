@@ -66,7 +66,24 @@ def cudagrad_step_factory(width: int, batch: int, rank: int, world: int, device:
         if world > 1:
             cg.distributed.destroy()
 
+    def all_reduce_seconds(nbytes: int = 64 << 20, repeats: int = 20) -> float | None:
+        """The communicator alone: seconds of one float32 all-reduce of nbytes."""
+        if world == 1:
+            return None
+        communicator = cg.distributed.get_communicator()
+        source, target = backend.allocate(nbytes), backend.allocate(nbytes)
+        count = nbytes // 4
+        for _ in range(3):
+            communicator.all_reduce(source, target, count, cg.float32, "sum")
+        cg.distributed.barrier()
+        begin = time.perf_counter()
+        for _ in range(repeats):
+            communicator.all_reduce(source, target, count, cg.float32, "sum")
+        backend.synchronize()
+        return (time.perf_counter() - begin) / repeats
+
     card = getattr(backend, "device_name", "cpu")
+    step.all_reduce_seconds = all_reduce_seconds      # type: ignore[attr-defined]
     return step, backend.synchronize, (cg.distributed.barrier if world > 1 else backend.synchronize), \
         card, finish
 
@@ -87,7 +104,7 @@ def torch_step_factory(width: int, batch: int, rank: int, world: int, device: st
         layers.append(torch.nn.Linear(fan_in, fan_out))
         if index < len(widths) - 2:
             layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers).cuda()
+    model: torch.nn.Module = torch.nn.Sequential(*layers).cuda()
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank])
     rng = np.random.default_rng(100 + rank)
@@ -142,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         synchronize()
         rounds.append((time.perf_counter() - begin) / options.steps)
     barrier()
+    measure = getattr(step, "all_reduce_seconds", None)
+    all_reduce_s = measure() if measure is not None else None
     finish()
     step_s = statistics.median(rounds)
     widths = _mlp_widths(options.width)
@@ -152,10 +171,15 @@ def main(argv: list[str] | None = None) -> int:
               "samples_per_s": world * options.batch / step_s,
               "tflops_per_gpu": flops / step_s / 1e12, "first_losses": losses, "setup_s": setup_s,
               "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    if all_reduce_s is not None:     # NCCL's bus bandwidth convention: 2 (n - 1) / n of the bytes
+        result["all_reduce_64MiB_s"] = all_reduce_s
+        result["all_reduce_bus_GBps"] = (64 << 20) * 2 * (world - 1) / world / all_reduce_s / 1e9
     if rank == 0:
+        extra = (f"  (all-reduce of 64 MiB: {all_reduce_s * 1e3:.2f} ms, "
+                 f"{result['all_reduce_bus_GBps']:.0f} GB/s bus)" if all_reduce_s is not None else "")
         print(f"{options.framework:8s} {world} GPU(s) {card}: {step_s * 1e3:8.2f} ms/step  "
-              f"{result['samples_per_s']:10.0f} samples/s  {result['tflops_per_gpu']:.1f} TFLOP/s per GPU",
-              flush=True)
+              f"{result['samples_per_s']:10.0f} samples/s  {result['tflops_per_gpu']:.1f} TFLOP/s per GPU"
+              + extra, flush=True)
         if options.json:
             with open(options.json, "a") as out:
                 out.write(json.dumps(result) + "\n")

@@ -46,7 +46,9 @@ class Bucket:
 def assign_buckets(params, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> list[Bucket]:
     """Group parameters into buckets of at most bucket_bytes (one dtype and device
     each), walking from the last parameter to the first, as DDP does (the last
-    layers' gradients are the first ones backward produces)."""
+    layers' gradients are the first ones backward produces). A parameter of
+    bucket_bytes or more is a bucket of its own; the smaller ones between such
+    parameters (the biases between large weights) still share buckets."""
     if bucket_bytes <= 0:
         raise ValueError(f"assign_buckets: bucket_bytes must be positive, got {bucket_bytes}")
     buckets: list[Bucket] = []
@@ -64,6 +66,9 @@ def assign_buckets(params, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> list[Buc
         param = params[index]
         key = (param.dtype, param.device)
         size = param.numel() * param.dtype.itemsize
+        if size >= bucket_bytes:       # alone, leaving the small ones around it to share a bucket
+            buckets.append(Bucket((index,), (0,), param.numel(), param.dtype, param.device))
+            continue
         if key in open_buckets:
             filled = sum(params[i].numel() for i in open_buckets[key]) * param.dtype.itemsize
             if filled + size > bucket_bytes:
@@ -75,11 +80,12 @@ def assign_buckets(params, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> list[Buc
 
 
 def _already_averaged(param) -> bool:
+    current = param.grad_tensor
     entry = _AVERAGED.get(id(param))
-    if entry is None:
+    if entry is None or entry[0]() is not param:       # unknown, or another tensor at that id
         return False
-    owner, grad = entry[0](), entry[1]()
-    return owner is param and grad is not None and grad is param.grad_tensor
+    grad = entry[1]()
+    return grad is not None and grad is current
 
 
 def _flat_gradient(bucket: Bucket, params):

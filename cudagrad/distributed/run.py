@@ -4,7 +4,8 @@ Each process gets the variables torchrun sets (RANK, LOCAL_RANK, WORLD_SIZE,
 LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so a script runs the same under
 either launcher, and NCCL_NVLS_ENABLE=0: NVLink multicast stays off (on shared
 hosts its setup has taken GPUs out of service; ring and tree all-reduce do not
-need it). SIGINT and SIGTERM are passed on to every process. If one process
+need it); OMP_NUM_THREADS, where unset, shares the cores among the processes'
+cpu kernels. SIGINT and SIGTERM are passed on to every process. If one process
 fails, the others are stopped at once (a survivor would wait forever in its next
 collective) and the launcher exits non-zero, naming the rank.
 """
@@ -32,6 +33,9 @@ def rank_environment(rank: int, nproc: int, master_addr: str, master_port: int, 
     env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
                GROUP_RANK="0", MASTER_ADDR=master_addr, MASTER_PORT=str(master_port),
                NCCL_NVLS_ENABLE="0")
+    if nproc > 1 and "OMP_NUM_THREADS" not in env:
+        # cpu kernels use OpenMP: N processes each spinning on every core would fight over them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     return env
 
 
