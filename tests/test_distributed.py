@@ -355,6 +355,33 @@ def test_launcher_stops_the_others_when_a_rank_fails_and_names_it(tmp_path):
     assert "rank 1 exited with code 3" in result.stderr
 
 
+SIGNALLED_SCRIPT = """
+import os, signal, sys, time
+def stop(signum, frame):
+    open(f"got{os.environ['RANK']}.txt", "w").write(str(signum))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+open(f"ready{os.environ['RANK']}.txt", "w").close()
+time.sleep(120)
+"""
+
+
+def test_launcher_forwards_sigterm_to_every_rank(tmp_path):
+    import signal
+    import time
+    (tmp_path / "wait.py").write_text(SIGNALLED_SCRIPT)
+    process = subprocess.Popen([sys.executable, "-m", "cudagrad.distributed.run", "--nproc", "2", "wait.py"],
+                               env=_env(tmp_path), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready{rank}.txt").exists() for rank in range(2)):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    for rank in range(2):
+        assert (tmp_path / f"got{rank}.txt").read_text() == str(int(signal.SIGTERM))
+
+
 def test_launcher_runs_modules_and_checks_nproc(tmp_path):
     result = _launch(tmp_path, 2, "-m", "json.tool", "--help")
     assert result.returncode == 0, result.stderr

@@ -126,8 +126,8 @@ def launch(target: list[str], nproc: int, master_addr: str = "127.0.0.1", master
                     print(f"cudagrad.distributed.run: rank {rank} {_describe(code)}; stopped the "
                           f"other {nproc - 1} rank(s)", file=sys.stderr, flush=True)
                     return code if code > 0 else 128 - code
-            if not running:
-                return 0
+            if not running:        # all exited 0 (after a forwarded signal too: say it was one)
+                return 128 + received[0] if received else 0
             time.sleep(poll_seconds)
     finally:
         _stop(processes)
