@@ -30,6 +30,14 @@ from cudagrad.serialization import load, save  # noqa: E402
 __version__ = "0.2.0"
 
 
+def __getattr__(name: str):
+    """cg.distributed, imported on first use (it is not needed by most programs)."""
+    if name == "distributed":
+        import importlib
+        return importlib.import_module("cudagrad.distributed")
+    raise AttributeError(f"module 'cudagrad' has no attribute {name!r}")
+
+
 def from_dlpack(source: Any, requires_grad: builtins.bool = False) -> Tensor:
     """A tensor sharing source's memory: numpy arrays, PyTorch and CuPy tensors."""
     from cudagrad.interop import from_dlpack as share
@@ -89,4 +97,4 @@ __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "arange", "rand", "randn
            "where", "maximum", "minimum", "clamp", "cat", "stack", "matmul", "softmax",
            "log_softmax", "no_grad", "realize", "grad", "explain", "stats", "reset_stats",
            "clear_cache", "default_device", "cuda_available", "CompileError", "DeviceError",
-           "AxisError", "from_dlpack", "draw", "draw_many", "nn", "optim", "save", "load"]
+           "AxisError", "from_dlpack", "draw", "draw_many", "nn", "optim", "save", "load", "distributed"]

@@ -12,6 +12,18 @@ from cudagrad.runtime.errors import DeviceError
 DEVICE_NAMES = ("cpu", "cuda")
 _devices: dict = {}
 _lock = threading.Lock()
+_cuda_ordinal = [0]     # the GPU "cuda" means in this process (cudagrad.distributed binds it)
+
+
+def bind_cuda_device(ordinal: int) -> None:
+    """Make "cuda" mean GPU `ordinal` in this process (one process per GPU, as
+    cudagrad.distributed.init does with LOCAL_RANK). Only before the first cuda
+    tensor: buffers made on one GPU cannot move to another."""
+    device = _devices.get("cuda")
+    if device is not None and getattr(device, "ordinal", ordinal) != ordinal:
+        raise RuntimeError(f"device: cuda is already GPU {device.ordinal} in this process; bind GPU "
+                           f"{ordinal} (cudagrad.distributed.init) before making any cuda tensor")
+    _cuda_ordinal[0] = ordinal
 
 
 def canonical_device(name) -> str:
@@ -75,5 +87,5 @@ def get_device(name: str):
                 if not usable:
                     raise DeviceError(f"device 'cuda' requested but no usable GPU: {reason}")
                 from cudagrad.runtime.cuda import CudaDevice
-                _devices[name] = CudaDevice()
+                _devices[name] = CudaDevice(_cuda_ordinal[0])
         return _devices[name]

@@ -12,7 +12,7 @@ import numpy as np
 
 
 class Optimizer:
-    def __init__(self, params, lr: float):
+    def __init__(self, params, lr: float, distributed: bool = False):
         from cudagrad.tensor import Tensor
 
         unique, seen = [], set()
@@ -32,6 +32,8 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr!r}")
         self.params = unique
         self.lr = float(lr)
+        # distributed: average gradients over the ranks of cudagrad.distributed before each update
+        self.distributed = bool(distributed)
         self._step_scalars: dict = {}
 
     def zero_grad(self) -> None:
@@ -52,9 +54,17 @@ class Optimizer:
         Realize them together with anything else you need from this step
         (cg.realize(loss, *opt.schedule_step())) to read the loss from the same
         schedule instead of computing the forward pass twice.
+
+        With distributed=True the gradients are first realized and averaged over
+        the ranks (cudagrad.distributed.average_gradients), which cuts the step's
+        graph in two; call model.reduce_gradients(loss) before to get the loss
+        from the gradients' schedule.
         """
         import cudagrad as cg
 
+        if self.distributed:
+            from cudagrad.distributed.buckets import average_gradients
+            average_gradients(self.params)
         self._step_scalars = {}
         self._begin_step()
         written = []

@@ -13,8 +13,8 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False):
-        super().__init__(params, lr)
+                 nesterov: bool = False, distributed: bool = False):
+        super().__init__(params, lr, distributed)
         if momentum < 0 or weight_decay < 0:
             raise ValueError(f"SGD: momentum ({momentum}) and weight_decay ({weight_decay}) must be >= 0")
         if nesterov and momentum == 0:
