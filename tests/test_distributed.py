@@ -102,7 +102,7 @@ def _run_ranks(world, body):
 
 def _cpu_buffer(values, dtype=np.float32):
     from cudagrad.runtime.cpu import CpuBuffer
-    return CpuBuffer(np.ascontiguousarray(values, dtype=dtype).reshape(-1).view(np.uint8).copy())
+    return CpuBuffer.of_array(np.ascontiguousarray(values, dtype=dtype).reshape(-1).view(np.uint8).copy())
 
 
 @pytest.mark.parametrize("op", ["sum", "mean", "max", "min"])
