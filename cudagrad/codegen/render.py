@@ -30,6 +30,10 @@ MAX_UNROLLED_STATEMENTS = 4096
 # a row kernel keeps the packs it reads in several passes in registers when they take at
 # most this many 32-bit registers a thread; longer rows are read again in each pass
 ROW_CACHE_WORDS = 32
+# kernels moving at least this many bytes read (and write) their once-used packs with
+# evict-first hints (__ldcs/__stcs), so a stream larger than L2 does not evict reused lines;
+# None: never
+STREAMING_MIN_BYTES: int | None = None
 ROW_BLOCKS = (256, 512, 1024)
 CUDA_MAX_GRID_Z = 65535
 # 16x16 threads, each computing an 8x8 patch: a 128x128 output tile per block,
@@ -142,7 +146,16 @@ def _lane_width(kernel: LoweredKernel, statements: int, unrolled: int) -> int:
     return width
 
 
-def _pack_context(pack: Pack, width: int, dialect: Dialect, row: bool) -> dict:
+def _streaming(kernel: LoweredKernel) -> bool:
+    """Whether the kernel moves enough bytes for evict-first hints (STREAMING_MIN_BYTES)."""
+    if STREAMING_MIN_BYTES is None:
+        return False
+    elements = kernel.numel * (kernel.reduce_count if kernel.kind == "reduce" else 1)
+    moved = sum(pack.dtype.itemsize for pack in kernel.packs or []) * elements
+    return moved >= STREAMING_MIN_BYTES
+
+
+def _pack_context(pack: Pack, width: int, dialect: Dialect, row: bool, streaming: bool) -> dict:
     """How the template spells one pack: its C type, base index and alignment test."""
     storage = dialect.storage_type(pack.dtype)
     align = min(width * pack.dtype.itemsize, LANE_BYTES)
@@ -159,7 +172,11 @@ def _pack_context(pack: Pack, width: int, dialect: Dialect, row: bool) -> dict:
     else:
         offset = f" + {pack.offset}" if pack.offset else ""
         aligned = f"cg_is_aligned({pack.param}{offset}, {align})"
-    return {"name": pack.name, "param": pack.param, "type": f"cg_pack<{storage}, {width}, {align}>",
+    pack_type = f"cg_pack<{storage}, {width}, {align}>"
+    once = not row or pack.stride != 0           # a row kernel's gamma is read by every row
+    stream = streaming and once and width > 1
+    return {"name": pack.name, "param": pack.param, "type": pack_type,
+            "access": f"{pack_type}, true" if stream else pack_type,
             "base": " + ".join(terms), "aligned": aligned, "is_output": pack.is_output,
             "scopes": pack.scopes}
 
@@ -171,7 +188,9 @@ def _elementwise_lanes(kernel: LoweredKernel, dialect: Dialect, context: dict) -
     while per_thread > 1 and statements * width * per_thread > MAX_UNROLLED_STATEMENTS:
         per_thread //= 2
     slots = -(-kernel.numel // width)
-    packs = [_pack_context(pack, width, dialect, row=False) for pack in kernel.packs or []]
+    streaming = _streaming(kernel)
+    packs = [_pack_context(pack, width, dialect, row=False, streaming=streaming)
+             for pack in kernel.packs or []]
     context.update(width=width, per_thread=per_thread, slots=slots,
                    ragged=kernel.numel % width != 0,
                    loads=[p for p in packs if not p["is_output"]],
@@ -189,7 +208,9 @@ def _row_lanes(kernel: LoweredKernel, dialect: Dialect, context: dict) -> tuple:
     statements = sum(len(phase.loop) + 1 for phase in kernel.phases) + len(kernel.final)
     width = _lane_width(kernel, statements, 1)
     slots = count // width
-    packs = [_pack_context(pack, width, dialect, row=True) for pack in kernel.packs or []]
+    streaming = _streaming(kernel)
+    packs = [_pack_context(pack, width, dialect, row=True, streaming=streaming)
+             for pack in kernel.packs or []]
     reused = [p for p, pack in zip(packs, kernel.packs or []) if len(pack.scopes) > 1]
     words_a_slot = sum(width * max(1, pack.dtype.itemsize // 4)
                        for pack in kernel.packs or [] if len(pack.scopes) > 1)
