@@ -25,29 +25,24 @@ from cudagrad.bench.timing import replay_plan
 from cudagrad.realization import _PLANS
 
 WORKLOADS = ("chain", "sum", "softmax", "layer norm")
-STREAM = 1 << 28           # evict-first hints for kernels moving 256 MiB or more
 # (label, {(module, constant): value}); the first is the scalar kernels of before
 VARIANTS = {
     "chain": [("scalar (before)", {(lower, "LANES"): False}),
-              ("4 a thread, block 256", {(render, "ELEMENTWISE_ELEMENTS_PER_THREAD"): 4}),
-              ("8 a thread, block 256", {}),
-              ("16 a thread, block 256", {(render, "ELEMENTWISE_ELEMENTS_PER_THREAD"): 16}),
+              ("4 a thread, block 256", {(render, "ELEMENTWISE_ELEMENTS_PER_THREAD"): 4,
+                                         (render, "ELEMENTWISE_BLOCK"): 256}),
+              ("8 a thread, block 256", {(render, "ELEMENTWISE_BLOCK"): 256}),
+              ("16 a thread, block 256", {(render, "ELEMENTWISE_ELEMENTS_PER_THREAD"): 16,
+                                          (render, "ELEMENTWISE_BLOCK"): 256}),
               ("8 a thread, block 128", {(render, "ELEMENTWISE_BLOCK"): 128}),
-              ("8 a thread, block 512", {(render, "ELEMENTWISE_BLOCK"): 512}),
-              ("8 a thread, evict-first", {(render, "STREAMING_MIN_BYTES"): STREAM}),
-              ("4 a thread, evict-first", {(render, "STREAMING_MIN_BYTES"): STREAM,
-                                           (render, "ELEMENTWISE_ELEMENTS_PER_THREAD"): 4}),
-              ("8 a thread, block 256 (again)", {})],
+              ("8 a thread, block 512", {}),
+              ("16 a thread, block 128", {(render, "ELEMENTWISE_ELEMENTS_PER_THREAD"): 16,
+                                          (render, "ELEMENTWISE_BLOCK"): 128})],
     "sum": [("as is", {})],
     "softmax": [("scalar (before)", {(lower, "LANES"): False}),
                 ("cache 8 words (block 1024)", {(render, "ROW_CACHE_WORDS"): 8}),
                 ("cache 16 words (block 512)", {(render, "ROW_CACHE_WORDS"): 16}),
                 ("cache 32 words (block 256)", {}),
-                ("cache 32 words, evict-first", {(render, "STREAMING_MIN_BYTES"): STREAM}),
-                ("cache 16 words, evict-first", {(render, "STREAMING_MIN_BYTES"): STREAM,
-                                                 (render, "ROW_CACHE_WORDS"): 16}),
-                ("no cache (re-read)", {(render, "ROW_CACHE_WORDS"): 0}),
-                ("cache 32 words (again)", {})],
+                ("no cache (re-read)", {(render, "ROW_CACHE_WORDS"): 0})],
 }
 VARIANTS["layer norm"] = VARIANTS["softmax"]
 

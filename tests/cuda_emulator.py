@@ -36,10 +36,6 @@ struct cg_dim3 { unsigned x, y, z; };
 static thread_local cg_dim3 threadIdx, blockIdx;
 static cg_dim3 blockDim, gridDim;
 template <class T> inline T __ldg(const T* p) { return *p; }
-template <class T> inline T __ldcs(const T* p) { return *p; }
-template <class T> inline void __stcs(T* p, T value) { *p = value; }
-struct uint4 { unsigned x, y, z, w; };
-struct uint2 { unsigned x, y; };
 static std::barrier<>* cg_block_barrier;
 static std::barrier<>* cg_warp_barrier[32];
 static uint64_t cg_warp_slot[32][32];

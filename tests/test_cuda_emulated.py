@@ -121,15 +121,3 @@ def test_softmax_of_a_row_slice_off_the_grid(emulator, rng):
     x = rng.standard_normal((7, 1030)).astype(np.float32)
     out = leaf(x)[1:6].softmax(-1)
     close(emulate(emulator, out), softmax_numpy(x[1:6].astype(np.float64)), atol=1e-7)
-
-
-def test_streaming_packs(emulator, rng, monkeypatch):
-    import cudagrad.codegen.render as render
-    monkeypatch.setattr(render, "STREAMING_MIN_BYTES", 1)
-    arrays = [rng.standard_normal(4099).astype(np.float32) for _ in range(3)]
-    out = elementwise_chain(*[leaf(a) for a in arrays])
-    close(emulate(emulator, out, FIRST_INPUT_OFF), chain_numpy(*[a.astype(np.float64) for a in arrays]))
-    x = rng.standard_normal((2, 1000)).astype(np.float32)
-    gamma, beta = rng.standard_normal(1000).astype(np.float32), rng.standard_normal(1000).astype(np.float32)
-    out = layer_norm(leaf(x), leaf(gamma), leaf(beta))
-    close(emulate(emulator, out), layer_norm_numpy(x.astype(np.float64), gamma, beta), rtol=1e-4, atol=1e-4)

@@ -278,19 +278,3 @@ def test_imported_buffers_off_the_grid_take_the_lane_by_lane_path(rng):
     rows = x.reshape(4, 1030)
     close(rows.softmax(-1).numpy(), softmax_numpy(x_np[1:].reshape(4, 1030).astype(np.float64)),
           atol=1e-7)
-
-
-def test_streaming_hints_mark_once_read_packs_only(monkeypatch):
-    """Past STREAMING_MIN_BYTES, packs read or written once are evict-first; layer norm's
-    gamma and beta, read by every row, are not."""
-    import cudagrad.codegen.render as render
-    monkeypatch.setattr(render, "STREAMING_MIN_BYTES", 1)
-    x = cg.tensor(np.ones((8, 8192), dtype=np.float32))
-    g, b = cg.tensor(np.ones(8192, dtype=np.float32)), cg.tensor(np.ones(8192, dtype=np.float32))
-    (kernel,) = cuda_kernels(layer_norm(x, g, b))
-    assert kernel.source.count("cg_load_pack<cg_pack<float, 4, 16>, true>") == 1      # x
-    assert kernel.source.count("cg_load_pack<cg_pack<float, 4, 16>>") == 2            # g, b
-    assert kernel.source.count("cg_store_pack<cg_pack<float, 4, 16>, true>") == 1
-    monkeypatch.setattr(render, "STREAMING_MIN_BYTES", None)
-    (kernel,) = cuda_kernels(x * 2)
-    assert ", true>" not in kernel.source
