@@ -91,6 +91,13 @@ def test_softmax_rows(emulator, rng, cols):
         close(emulate(emulator, out, misalign), softmax_numpy(x.astype(np.float64)), atol=1e-7)
 
 
+def test_float16_rows(emulator, rng):
+    x = rng.standard_normal((2, 1000)).astype(np.float32)
+    out = leaf(x).cast(cg.float16).realize().softmax(-1).cast(cg.float32)
+    want = softmax_numpy(x.astype(np.float16).astype(np.float64))
+    close(emulate(emulator, out, FIRST_INPUT_OFF), want, rtol=2e-3, atol=2e-5)
+
+
 def test_long_rows_fallback(emulator, rng):
     x = rng.standard_normal((2, 20000))
     out = leaf(x).softmax(-1)

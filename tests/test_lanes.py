@@ -138,6 +138,16 @@ def test_layer_norm_rows(device, rng, cols):
     close(out.numpy(), layer_norm_numpy(x.astype(np.float64), gamma, beta), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_softmax_rows_of_other_dtypes(device, rng, dtype):
+    x = rng.standard_normal((3, 1000)).astype(np.float32)
+    narrow = leaf(x, device).cast(getattr(cg, dtype)).realize()
+    out = narrow.softmax(-1).cast(cg.float32)
+    tolerance = 2e-3 if dtype == "float16" else 1e-6
+    want = softmax_numpy(x.astype(getattr(np, dtype)).astype(np.float64))
+    close(out.numpy(), want, rtol=tolerance, atol=tolerance * 1e-2)
+
+
 @pytest.mark.parametrize("dtype, cols, inputs", LONG_ROWS)
 def test_long_rows_read_again_in_each_pass(device, rng, dtype, cols, inputs):
     arrays = [rng.standard_normal((3, cols)).astype(dtype) for _ in range(inputs)]

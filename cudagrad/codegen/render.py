@@ -134,14 +134,14 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
 
 
 # ---- lane kernels: how wide, how many in flight, what stays in registers -------------------
-def _lane_width(kernel: LoweredKernel, statements: int, unrolled: int) -> int:
+def _lane_width(kernel: LoweredKernel, statements: int) -> int:
     """Elements a pack: 16 bytes of the widest operand, at most 8; a row kernel's width
     divides its row (so no slot straddles two rows), and huge bodies get fewer copies."""
     widest = max(param.dtype.itemsize for param in kernel.params)
     width = max(1, min(MAX_LANE_WIDTH, LANE_BYTES // widest))
     while width > 1 and kernel.kind == "reduce" and kernel.reduce_count % width:
         width //= 2
-    while width > 1 and statements * width * unrolled > MAX_UNROLLED_STATEMENTS:
+    while width > 1 and statements * width > MAX_UNROLLED_STATEMENTS:
         width //= 2
     return width
 
@@ -170,7 +170,7 @@ def _pack_context(pack: Pack, width: int, dialect: Dialect, row: bool) -> dict:
 
 def _elementwise_lanes(kernel: LoweredKernel, dialect: Dialect, context: dict) -> tuple:
     statements = len(kernel.outer) + len(kernel.stores)
-    width = _lane_width(kernel, statements, 1)
+    width = _lane_width(kernel, statements)
     per_thread = max(1, ELEMENTWISE_ELEMENTS_PER_THREAD // width)   # slots a thread
     while per_thread > 1 and statements * width * per_thread > MAX_UNROLLED_STATEMENTS:
         per_thread //= 2
@@ -191,22 +191,24 @@ def _row_lanes(kernel: LoweredKernel, dialect: Dialect, context: dict) -> tuple:
     is the smallest that fits them (more rows in flight a multiprocessor)."""
     count = kernel.reduce_count
     statements = sum(len(phase.loop) + 1 for phase in kernel.phases) + len(kernel.final)
-    width = _lane_width(kernel, statements, 1)
+    width = _lane_width(kernel, statements)
     slots = count // width
-    packs = [_pack_context(pack, width, dialect, row=True) for pack in kernel.packs or []]
-    reused = [p for p, pack in zip(packs, kernel.packs or []) if len(pack.scopes) > 1]
-    words_a_slot = sum(width * max(1, pack.dtype.itemsize // 4)
-                       for pack in kernel.packs or [] if len(pack.scopes) > 1)
+    reused = [pack for pack in kernel.packs or [] if len(pack.scopes) > 1]
+    words_a_slot = sum(-(-width * pack.dtype.itemsize // 4) for pack in reused)
     fitting = [candidate for candidate in ROW_BLOCKS
                if -(-slots // candidate) * words_a_slot <= ROW_CACHE_WORDS]
-    cached = bool(reused and fitting)
-    if cached:
+    block = 1024 if count >= 8192 else 512 if count >= 2048 else 256
+    cached = False
+    if reused and fitting:
         # the smallest block that holds the row; short rows: no idle warps either
-        block = min(fitting[0], max(64, 1 << (slots - 1).bit_length()))
-    else:
-        block = 1024 if count >= 8192 else 512 if count >= 2048 else 256
+        candidate = min(fitting[0], max(64, 1 << (slots - 1).bit_length()))
+        # registers need the slots unrolled: each unrolled copy repeats the pass's statements
+        if statements * width * -(-slots // candidate) <= MAX_UNROLLED_STATEMENTS:
+            block, cached = candidate, True
+    packs = [_pack_context(pack, width, dialect, row=True) for pack in kernel.packs or []]
+    kept = {pack.name for pack in reused} if cached else set()
     for pack in packs:
-        pack["cached"] = cached and pack in reused
+        pack["cached"] = pack["name"] in kept
     context.update(width=width, slots=slots, block=block, unrolled=cached,
                    slots_a_thread=-(-slots // block), packs=packs)
     return ((max(1, min(kernel.numel, CUDA_MAX_GRID)), 1, 1), (block, 1, 1), 0)
