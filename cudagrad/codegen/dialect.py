@@ -27,6 +27,14 @@ class Dialect:
     def storage_type(self, dtype: DType) -> str:
         return dtype.c_name
 
+    def widen(self, value: str, dtype: DType) -> str:
+        """A stored element already in a register (a pack's lane) in its compute type."""
+        if dtype.name == "bfloat16":
+            return f"cg_bf16_to_float({value})"
+        if dtype.name in ("float16", "bool"):
+            return f"({compute_type(dtype)}){value}"
+        return value
+
     def load(self, pointer: str, index: str, dtype: DType) -> str:
         if dtype.name == "bfloat16":
             return f"cg_bf16_to_float({pointer}[{index}])"
@@ -75,6 +83,16 @@ class CudaDialect(Dialect):
 
     def storage_type(self, dtype: DType) -> str:
         return dtype.cuda_name
+
+    def widen(self, value: str, dtype: DType) -> str:
+        """A stored element already in a register (a pack's lane) in its compute type."""
+        if dtype.name == "bfloat16":
+            return f"__bfloat162float({value})"
+        if dtype.name == "float16":
+            return f"__half2float({value})"
+        if dtype.name == "bool":
+            return f"(float){value}"
+        return value
 
     def load(self, pointer: str, index: str, dtype: DType) -> str:
         if dtype.name == "bfloat16":

@@ -6,6 +6,14 @@ rewrite the Index (that is all a view is), elementwise ops combine their
 sources' values, inputs are loads. Values and index variables are memoized,
 so a subexpression used twice is one statement.
 
+On CUDA, elementwise kernels and row kernels that read a row more than once are
+lowered in lanes (`lane_mode`): the template walks W consecutive elements per
+"slot", and every operand read (or written) contiguously at the kernel's linear
+position is a Pack, loaded once per slot as one access of up to 16 bytes
+(`packN.v[j]` in the statements is lane j's element). Which packs exist is a
+fact of the graph; the width, the alignment and what stays in registers are
+render's decisions.
+
 A reduce kernel has three statement lists: `outer` (per output element,
 before the reduction loop), `inner` (per reduced element) and `after` (the
 epilogue, reading the accumulator). A matmul is a reduce over K whose inner
@@ -20,11 +28,18 @@ from dataclasses import dataclass, field
 from cudagrad.codegen.dialect import Dialect, compute_type
 from cudagrad.codegen.kernel import KernelParam
 from cudagrad.codegen.schedule import KernelSpec, is_input
+from cudagrad.dtypes import DType
 from cudagrad.ir.node import Node, Op, prod
 
 _INFIX = {Op.ADD: "+", Op.SUB: "-", Op.MUL: "*", Op.DIV: "/"}
 _COMPARE = {Op.CMPLT: "<", Op.CMPLE: "<=", Op.CMPEQ: "==", Op.CMPNE: "!="}
 MAX_INT32_INDEX = 2**31 - 1
+# lane kernels step whole slots of several elements past the end: keep int well clear of 2^31
+MAX_INT32_LANE_INDEX = 2**30
+# lane kernels on or off (scripts/tune_lanes.py times the scalar kernels against them)
+LANES = True
+# rows at least this long run a block a row (render's block-reduce template); shorter ones a thread
+BLOCK_ROW_MIN = 128
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -36,6 +51,23 @@ class Index:
     coords: tuple[str, ...] | None = None
     flat: str | None = None
     valid: str | None = None
+    # (stride, offset): the flat position is stride * o + offset (+ r in a row kernel,
+    # whose row o is stored contiguously), so lanes can read it as packs; None otherwise
+    linear: tuple[int, int] | None = None
+
+
+@dataclass
+class Pack:
+    """W consecutive elements of a buffer, read or written as one access where alignment
+    allows: at stride * o + offset + slot * W in a row kernel (o the row), at
+    offset + slot * W in an elementwise kernel. `scopes` are where lanes use it."""
+    name: str
+    param: str
+    dtype: DType
+    stride: int
+    offset: int
+    is_output: bool
+    scopes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,6 +113,7 @@ class LoweredKernel:
     stores: list[str] = field(default_factory=list)
     tiles: MatmulTiles | None = None           # matmul operands as separate loads, for tiling
     narrows_double: bool = False               # holds a float64 -> float32 conversion
+    packs: list[Pack] | None = None            # lowered in lanes (see the module doc); else None
 
     @property
     def reduce_count(self) -> int:
@@ -135,12 +168,16 @@ class Lowerer:
         self.accumulators: dict[int, str] = {}    # finished reductions -> their C value
         self.member_ids = {id(n) for n in spec.members}
         self.narrows_double = False
+        self.lanes = lane_mode(spec, dialect)
+        self.packs: dict[tuple, Pack] = {}
+        self.row_count: int | None = None       # elements a row, in a row kernel
         # index math must also reach every element of the buffers it loads from: a
         # 4-element slice of a 2^31-element buffer still needs 64-bit offsets
         sizes = [n.numel for n in spec.members + spec.roots]
         sizes += [src.numel for n in spec.members for src in n.srcs]
         biggest = max(sizes + [1])
-        self.index_type = "int" if biggest <= MAX_INT32_INDEX else "long long"
+        limit = MAX_INT32_LANE_INDEX if self.lanes else MAX_INT32_INDEX
+        self.index_type = "int" if biggest <= limit else "long long"
 
     def enter(self, loop_scope: str, hoist_scope: str) -> None:
         self.loop_scope, self.hoist_scope = loop_scope, hoist_scope
@@ -153,7 +190,8 @@ class Lowerer:
         if self.loop_scope == self.hoist_scope:
             return False
         tokens = set(_IDENTIFIER.findall(expr))
-        return self.reduce_loop_var in tokens or bool(tokens & self.loop_names)
+        # j: the lane within a slot (pack elements packN.v[j] change along the row)
+        return self.reduce_loop_var in tokens or "j" in tokens or bool(tokens & self.loop_names)
 
     def emit(self, expr: str, ctype: str, hint: str) -> str:
         """A named constant holding expr, placed in the outermost scope it can live in."""
@@ -209,7 +247,7 @@ class Lowerer:
         """The source index that node (a movement op) reads for its element at index."""
         src = node.srcs[0]
         if node.op == Op.RESHAPE:
-            return Index(src.shape, flat=self.flat(index), valid=index.valid)
+            return Index(src.shape, flat=self.flat(index), valid=index.valid, linear=index.linear)
         coords = self.coords(index)
         if node.op == Op.PERMUTE:
             src_coords = [""] * len(coords)
@@ -218,7 +256,8 @@ class Lowerer:
             return Index(src.shape, coords=tuple(src_coords), valid=index.valid)
         if node.op == Op.EXPAND:
             return Index(src.shape, valid=index.valid, coords=tuple(
-                "0" if size == 1 else coord for coord, size in zip(coords, src.shape)))
+                "0" if size == 1 else coord for coord, size in zip(coords, src.shape)),
+                linear=self._expand_linear(node, index.linear))
         if node.op == Op.SHRINK:
             src_coords = []
             for coord, (start, step, _) in zip(coords, node.arg):
@@ -228,7 +267,7 @@ class Lowerer:
                 src_coords.append(" + ".join(terms) if terms else "0")
             return Index(src.shape, coords=tuple(
                 c if " " not in c else self.emit(c, self.index_type, "idx") for c in src_coords),
-                valid=index.valid)
+                valid=index.valid, linear=_shrink_linear(node, index.linear))
         assert node.op == Op.PAD
         src_coords, conditions = [], [index.valid] if index.valid else []
         for coord, (offset, step, count, size) in zip(coords, node.arg):
@@ -246,7 +285,33 @@ class Lowerer:
         valid = self.emit(" && ".join(conditions), "int", "inside")
         return Index(src.shape, coords=tuple(src_coords), valid=valid)
 
+    def _expand_linear(self, node: Node, linear):
+        """A row kernel's broadcast of one row over all rows (layer norm's gamma) is read at
+        r alone: linear with stride 0. Any other expand is not linear."""
+        count = self.row_count
+        if linear != (count, 0) or count is None:
+            return None
+        shape, src_shape = node.shape, node.srcs[0].shape
+        split, size = len(shape), 1
+        while split > 0 and size < count:
+            split -= 1
+            size *= shape[split]
+        if size != count or src_shape[split:] != shape[split:]:
+            return None
+        return (0, 0) if all(s == 1 for s in src_shape[:split]) else None
+
     # ---- values ---------------------------------------------------------------
+    def pack(self, param: str, dtype: DType, linear: tuple[int, int], is_output: bool) -> Pack:
+        """The pack of param at this linear position, noting that the current scope uses it."""
+        key = (param, linear, is_output)
+        if key not in self.packs:
+            self.packs[key] = Pack(f"pack{len(self.packs)}", param, dtype, linear[0], linear[1],
+                                   is_output)
+        pack = self.packs[key]
+        if self.loop_scope not in pack.scopes:
+            pack.scopes.append(self.loop_scope)
+        return pack
+
     def param(self, node: Node) -> str:
         if id(node) not in self.inputs:
             name = f"in{len(self.inputs)}"
@@ -268,6 +333,9 @@ class Lowerer:
         materialized = is_input(node) or id(node) not in self.member_ids
         if id(node) in self.accumulators:
             return self.accumulators[id(node)]     # a reduction of an earlier phase
+        if materialized and self.lanes and index.linear is not None and not index.valid:
+            pack = self.pack(self.param(node), node.dtype, index.linear, False)
+            return self.emit(dialect.widen(f"{pack.name}.v[j]", node.dtype), ctype, "load")
         if materialized:
             load = dialect.load(self.param(node), self.flat(index), node.dtype)
             if index.valid:
@@ -338,16 +406,33 @@ class Lowerer:
             else:
                 self.enter("after", "after")
         for param, out in zip(outputs, spec.roots):
-            index = Index(out.shape, flat=store_index)
+            index = Index(out.shape, flat=store_index,
+                          linear=(1, 0) if spec.kind == "elementwise" else None)
             if row_element is not None and out.shape == spec.contractions[0].srcs[0].shape:
-                index = Index(out.shape, coords=row_element, flat=store_index)
+                index = Index(out.shape, coords=row_element, flat=store_index,
+                              linear=self._row_linear(spec.contractions[0]))
             value = self.value(out, index)
-            kernel.stores.append(dialect.store(param.name, store_index, value, out.dtype))
+            if self.lanes and index.linear is not None:
+                pack = self.pack(param.name, out.dtype, index.linear, True)
+                kernel.stores.append(dialect.store(f"{pack.name}.v", "j", value, out.dtype))
+            else:
+                kernel.stores.append(dialect.store(param.name, store_index, value, out.dtype))
+        if self.lanes:
+            kernel.packs = list(self.packs.values())
         kernel.outer, kernel.after = self.lists["outer"], self.lists["after"]
         kernel.final = self.lists["final"]
         kernel.params = outputs + [self.inputs[id(n)] for n in self.input_nodes]
         kernel.narrows_double = self.narrows_double
         return kernel
+
+    def _row_linear(self, contraction: Node) -> tuple[int, int] | None:
+        """(count, 0) where the row's elements sit contiguously at o * count + r: every
+        dim from the first reduced axis on is reduced or of size 1."""
+        shape, axes = contraction.srcs[0].shape, contraction.arg
+        if not axes:
+            return None
+        trailing = all(d in axes or shape[d] == 1 for d in range(min(axes), len(shape)))
+        return (prod(shape[a] for a in axes), 0) if trailing else None
 
     def _row_element(self, shape, axes, row_coords) -> tuple[str, ...]:
         """Coordinates in shape of element r of the current row (axes are the row)."""
@@ -361,6 +446,8 @@ class Lowerer:
         """One phase per contraction; returns the row's coordinates."""
         contractions = self.spec.contractions
         kernel.numel = contractions[0].numel
+        if contractions[0].op != Op.MATMUL:
+            self.row_count = prod(contractions[0].srcs[0].shape[a] for a in contractions[0].arg)
         row_coords = self.coords(Index(contractions[0].shape, flat="o"))
         for number, node in enumerate(contractions):
             self.enter(f"loop{number}", "outer" if number == 0 else f"pre{number}")
@@ -376,7 +463,7 @@ class Lowerer:
             else:
                 src = node.srcs[0]
                 full = self._row_element(src.shape, node.arg, row_coords)
-                value = self.value(src, Index(src.shape, coords=full))
+                value = self.value(src, Index(src.shape, coords=full, linear=self._row_linear(node)))
                 ctype = compute_type(src.dtype)
                 op = {Op.SUM: "sum", Op.MAX: "max", Op.ARGMAX: "argmax"}[node.op]
                 count = prod(src.shape[a] for a in node.arg)
@@ -430,6 +517,39 @@ class Lowerer:
         return MatmulTiles(prod(batch_shape), a.shape[-2], b.shape[-1], a.shape[-1],
                            batch_statements + a_statements, a_value,
                            batch_statements + b_statements, b_value)
+
+
+def lane_mode(spec: KernelSpec, dialect: Dialect) -> bool:
+    """Whether to lower in lanes: CUDA elementwise kernels, and CUDA row kernels long enough
+    for a block a row that read their row more than once (phases, or a final pass)."""
+    if dialect.name != "cuda" or not LANES:
+        return False
+    if spec.kind == "elementwise":
+        return True
+    if spec.kind != "reduce":
+        return False
+    first = spec.contractions[0]
+    count = prod(first.srcs[0].shape[a] for a in first.arg)
+    return count >= BLOCK_ROW_MIN and (len(spec.contractions) > 1 or spec.row_loop)
+
+
+def _shrink_linear(node: Node, linear):
+    """A slice that is one contiguous run of its source (whole trailing dims, a step-1
+    range before them, single indices before that) moves the linear position by a constant."""
+    if linear is None:
+        return None
+    stride, offset = linear
+    shift, running = 0, False
+    for (start, step, count), size, dim_stride in zip(node.arg, node.srcs[0].shape,
+                                                      _strides(node.srcs[0].shape)):
+        shift += start * dim_stride
+        if running and not (start == 0 and step == 1 and count == size):
+            return None
+        if count > 1:
+            if step != 1:
+                return None
+            running = True
+    return (stride, offset + shift)
 
 
 def fused_op_names(spec: KernelSpec) -> list[str]:
