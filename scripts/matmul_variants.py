@@ -21,11 +21,14 @@ from cudagrad.codegen import render
 from cudagrad.realization import _PLANS
 
 SIMT_VARIANTS = {
-    "simt 128x128 k16 2 blocks/SM": {"tile_k": 16, "min_blocks": 2},
-    "simt 128x128 k16": {"tile_k": 16, "min_blocks": None},
-    "simt 128x128 k8 2 blocks/SM": {"tile_k": 8, "min_blocks": 2},
+    "simt warps of 32x64 (4x8 lanes), cp.async": {},
+    "simt warps of 32x64 (4x8 lanes), registers only": {"async_copy": False},
+    "simt warps of 64x32 (8x4 lanes), cp.async": {"warps_m": 2, "warps_n": 4, "lanes_m": 8},
 }
-MMA_VARIANTS = {"mma 3 stages": {"stages": 3}, "mma 2 stages": {"stages": 2}, "mma 4 stages": {"stages": 4}}
+MMA_VARIANTS = {
+    "mma 128x128, 8 warps of 64x32": {},
+    "mma 256x128, 8 warps of 64x64": {"tile_m": 256, "warps_m": 4, "warps_n": 2, "min_blocks": 1},
+}
 
 
 def patch(table: dict, changes: dict) -> dict:

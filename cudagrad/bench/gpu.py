@@ -268,7 +268,7 @@ def measure_kernels(bench: Bench, work: KernelWorkload) -> dict:
             bench.compiled_seconds(work.theirs, calls, row)
         if work.is_cublas:
             m, k, n = work.matmul_shape or (0, 0, 0)
-            bench.cublas[(m, k, n, *work.peak)] = work.flops / row["reference_s"] / 1e12
+            bench.cublas[(m, k, n) + tuple(work.peak)] = work.flops / row["reference_s"] / 1e12
     if torch is None:
         row["relative_error"] = relative_error(ours, work.numpy(*sets[0]))
     else:

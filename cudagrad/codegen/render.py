@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from cudagrad.codegen.dialect import Dialect
 from cudagrad.codegen.kernel import Kernel
@@ -19,16 +20,21 @@ CPU_MATMUL_TILING = {"rows": 8, "cols": 32}     # 8x32 floats: 16 AVX-512 or 32 
 CUDA_MAX_GRID = 65535 * 16
 CUDA_BLOCK_REDUCE_MIN = 128
 CUDA_MAX_GRID_Z = 65535
-# Fused multiply-add matmul: 8 warps of 8x4 threads, each warp a 64x32 sub-tile (8x8 a thread) of
-# a 128x128 output tile, 16 columns of K staged at a time (2 x 16.5 KiB of shared memory,
-# double-buffered). Where that gives fewer blocks than a GPU has multiprocessors, 64x64 tiles
-# (4x4 a thread). float64 stages 8 columns (its registers are twice as wide).
-MATMUL_TILING = {"tile_m": 128, "tile_n": 128, "tile_k": 16, "warps_m": 2, "warps_n": 4, "min_blocks": 2}
-SMALL_MATMUL_TILING = {"tile_m": 64, "tile_n": 64, "tile_k": 16, "warps_m": 2, "warps_n": 4}
+# Fused multiply-add matmul: 8 warps of 4x8 threads, each warp a 32x64 sub-tile (8x8 a thread)
+# of a 128x128 output tile, 16 columns of K staged at a time (2 x 16.5 KiB of shared memory,
+# double-buffered), at most 128 registers a thread so that 2 blocks share a multiprocessor;
+# m/n-contiguous operands are copied with cp.async on sm_80+. Where that gives fewer blocks
+# than a GPU has multiprocessors, 64x64 tiles (4x4 a thread). float64 stages 8 columns (its
+# registers are twice as wide).
+MATMUL_TILING: dict[str, Any] = {"tile_m": 128, "tile_n": 128, "tile_k": 16, "warps_m": 4, "warps_n": 2,
+                                 "lanes_m": 4, "min_blocks": 2}
+SMALL_MATMUL_TILING: dict[str, Any] = {"tile_m": 64, "tile_n": 64, "tile_k": 16, "warps_m": 2, "warps_n": 4,
+                                       "lanes_m": 8}
 # Tensor-core matmul (sm_80+): 8 warps, each a 64x32 sub-tile of mma.sync steps, 3 stages of
 # cp.async copies. TF32 steps are 8 deep (K staged 32 at a time), bfloat16 steps 16 (K 64).
-MMA_TILING = {"tile_m": 128, "tile_n": 128, "warps_m": 2, "warps_n": 4, "stages": 3}
-MMA_KINDS = {"tf32": {"tile_k": 32, "mma_k": 8, "element_bytes": 4},
+MMA_TILING: dict[str, Any] = {"tile_m": 128, "tile_n": 128, "warps_m": 2, "warps_n": 4, "stages": 3,
+                              "ldmatrix": True, "min_blocks": 2}
+MMA_KINDS: dict[str, dict[str, Any]] = {"tf32": {"tile_k": 32, "mma_k": 8, "element_bytes": 4},
              "bf16": {"tile_k": 64, "mma_k": 16, "element_bytes": 2}}
 MMA_MIN_ARCH = 80          # mma.sync with TF32/bf16 operands and cp.async
 TYPICAL_MULTIPROCESSORS = 132      # reductions at least this long get a block per output
@@ -94,7 +100,7 @@ def _cuda_matmul(kernel: LoweredKernel, arch: int) -> tuple[str, dict, tuple]:
     assert tiles is not None
     kind = {"bfloat16": "bf16", "float32": "tf32" if tiles.precision == "tf32" else None}.get(tiles.dtype)
     if kind is not None and arch >= MMA_MIN_ARCH:
-        tiling = dict(MMA_TILING, **MMA_KINDS[kind], kind=kind)
+        tiling: dict[str, Any] = dict(MMA_TILING, **MMA_KINDS[kind], kind=kind, async_copy=True)
         tiling["block"] = 32 * tiling["warps_m"] * tiling["warps_n"]
         vector = 16 // tiling["element_bytes"]
         tiling["a_mode"] = _operand_mode(tiles.a_layout, vector)
@@ -115,6 +121,7 @@ def _cuda_matmul(kernel: LoweredKernel, arch: int) -> tuple[str, dict, tuple]:
         vector = 0 if wide or tiles.dtype != "float32" else 4
         tiling["a_mode"] = _operand_mode(tiles.a_layout, vector)
         tiling["b_mode"] = _operand_mode(tiles.b_layout, vector)
+        tiling["async_copy"] = arch >= MMA_MIN_ARCH and tiling.get("async_copy", True)
         shared = 0
         template = "cuda/matmul.cu.j2"
     launch = ((max(1, -(-tiles.n // tiling["tile_n"])), max(1, -(-tiles.m // tiling["tile_m"])),
