@@ -21,13 +21,11 @@ from cudagrad.codegen import render
 from cudagrad.realization import _PLANS
 
 SIMT_VARIANTS = {
-    "simt warps of 32x64 (4x8 lanes), cp.async": {},
-    "simt warps of 32x64 (4x8 lanes), registers only": {"async_copy": False},
-    "simt warps of 64x32 (8x4 lanes), cp.async": {"warps_m": 2, "warps_n": 4, "lanes_m": 8},
+    "simt, k-contiguous a direct": {},
+    "simt, k-contiguous a and b transposed": {"direct_k": False},
 }
 MMA_VARIANTS = {
     "mma 128x128, 8 warps of 64x32": {},
-    "mma 256x128, 8 warps of 64x64": {"tile_m": 256, "warps_m": 4, "warps_n": 2, "min_blocks": 1},
 }
 
 
@@ -110,7 +108,18 @@ def main() -> None:
                     render.MMA_TILING.update(saved)
                     _PLANS.clear()
         if size == sizes[0]:
-            for path in ("fp32", "tf32", "bf16"):
+            for name, changes in SIMT_VARIANTS.items():
+                saved = patch(render.MATMUL_TILING, changes)
+                try:
+                    for layout in ("x@w.T", "x.T@w"):
+                        rate, error = measure(bench, torch, size, "fp32", layout)
+                        rows.append((size, "fp32", name, layout, rate, rate / peaks["fp32"], error))
+                        print(rows[-1], flush=True)
+                finally:
+                    render.MATMUL_TILING.clear()
+                    render.MATMUL_TILING.update(saved)
+                    _PLANS.clear()
+            for path in ("tf32", "bf16"):
                 for layout in ("x@w.T", "x.T@w"):
                     rate, error = measure(bench, torch, size, path, layout)
                     rows.append((size, path, "default", layout, rate, rate / peaks[path], error))

@@ -92,6 +92,21 @@ def test_float32_operand_views(device, rng, seed, view):
     assert error < FLOAT32_ERROR, f"{view} seed={seed}: {error}"
 
 
+@pytest.mark.parametrize("layout", ["x @ w", "x @ w.T", "x.T @ w", "x.T @ w.T"])
+def test_float32_big_tiles(device, rng, seed, layout):
+    """Enough output tiles for the 128x128 tiling (the small sizes above get 64x64), edges
+    off the tile in m and n, every operand layout."""
+    m, k, n = 1412, 72, 1544
+    x = normal(rng, *((k, m) if layout.startswith("x.T") else (m, k)))
+    w = normal(rng, *((n, k) if layout.endswith("w.T") else (k, n)))
+    a = x.T if layout.startswith("x.T") else x
+    b = w.T if layout.endswith("w.T") else w
+    xt, wt = make(x, device), make(w, device)
+    out = (xt.T if layout.startswith("x.T") else xt) @ (wt.T if layout.endswith("w.T") else wt)
+    error = relative_error(out.numpy(), a.astype(np.float64) @ b)
+    assert error < FLOAT32_ERROR, f"{layout} seed={seed}: {error}"
+
+
 def test_float32_odd_k_takes_the_generic_path(rng):
     out = make(normal(rng, 9, 7), "cpu") @ make(normal(rng, 7, 6), "cpu")
     assert operand_modes(out) == ("generic", "generic")
