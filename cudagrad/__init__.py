@@ -18,6 +18,7 @@ from cudagrad.dtypes import DType, bfloat16, float16, float32, float64, int32
 from cudagrad.dtypes import bool_ as bool  # noqa: A001 (the API names it cg.bool)
 from cudagrad.elementwise import clamp, maximum, minimum, where
 from cudagrad.movement import cat, stack
+from cudagrad.precision import get_float32_matmul_precision, set_float32_matmul_precision
 from cudagrad.reductions import log_softmax, matmul, softmax
 from cudagrad.runtime.errors import CompileError, DeviceError
 from cudagrad.tensor import Tensor, no_grad, realize
@@ -97,4 +98,5 @@ __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "arange", "rand", "randn
            "where", "maximum", "minimum", "clamp", "cat", "stack", "matmul", "softmax",
            "log_softmax", "no_grad", "realize", "grad", "explain", "stats", "reset_stats",
            "clear_cache", "default_device", "cuda_available", "CompileError", "DeviceError",
-           "AxisError", "from_dlpack", "draw", "draw_many", "nn", "optim", "save", "load", "distributed"]
+           "AxisError", "from_dlpack", "draw", "draw_many", "nn", "optim", "save", "load", "distributed",
+           "set_float32_matmul_precision", "get_float32_matmul_precision"]

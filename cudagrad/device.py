@@ -73,6 +73,11 @@ def default_device() -> str:
     return _devices["auto"]
 
 
+def opened_device(name: str):
+    """The device object if it has been opened already, else None (never opens one)."""
+    return _devices.get(name)
+
+
 def get_device(name: str):
     device = _devices.get(name)
     if device is not None:

@@ -6,6 +6,7 @@ from cudagrad.checks import broadcast_shapes, normalize_axes, normalize_axis, sh
 from cudagrad.elementwise import expand_to
 from cudagrad.ir import ops as ir
 from cudagrad.ir.node import Op, make_node, prod
+from cudagrad.precision import matmul_arg
 from cudagrad.tensor import Tensor, result_tensor
 
 
@@ -139,8 +140,8 @@ def matmul(a: Tensor, b) -> Tensor:
         if len(a_shape) == 2 and len(b_shape) == 2 and a_shape[1] == b_shape[0] \
                 and a_node.dtype is b_node.dtype and a_node.dtype.is_float \
                 and a_node.device == b_node.device:      # the common case, short
-            node = make_node(Op.MATMUL, (a_node, b_node), None, (a_shape[0], b_shape[1]),
-                             a_node.dtype, a_node.device)
+            node = make_node(Op.MATMUL, (a_node, b_node), matmul_arg(a_node.dtype.name),
+                             (a_shape[0], b_shape[1]), a_node.dtype, a_node.device)
             return result_tensor(node, a, b)
     if not isinstance(b, Tensor) or not isinstance(a, Tensor):
         raise TypeError(f"matmul: both operands must be Tensors, got {type(a).__name__} and "

@@ -24,6 +24,19 @@ def _representative_graphs():
             cg.cat([x, x[::-1]], 0), x.softmax(-1), x.to(cg.float64).mean()]
     for dtype in (cg.float16, cg.bfloat16, cg.int32, cg.bool):
         outs.append(x.cast(dtype) * 2 if dtype != cg.bool else (x > 0).cast(cg.bool))
+    # matmuls on every CUDA path: 16-byte operand loads (K and N multiples of 4), the
+    # generic path, TF32 and bfloat16 tensor cores
+    a, w = cg.tensor(rng.standard_normal((16, 8))), cg.tensor(rng.standard_normal((12, 8)))
+    outs += [(a @ w.T).relu(), a.T @ a, a[:, 1:] @ w[:, 1:].T]
+    cg.set_float32_matmul_precision("high")
+    try:
+        outs += [a @ w.T, a.T @ a]
+    finally:
+        cg.set_float32_matmul_precision("highest")
+    a16, w16 = a.cast(cg.bfloat16), w.cast(cg.bfloat16)
+    a16.realize()
+    w16.realize()
+    outs += [a16 @ w16.T, a16.T @ a16, a16[:, 1:] @ w16[:, 1:].T]
     for out in outs:          # one by one: realized together, same-size kernels merge
         out.realize()
 

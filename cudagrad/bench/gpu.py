@@ -231,7 +231,9 @@ class KernelWorkload:
     min_bytes: int = 0              # a memory-bound workload: rate in GB/s against copy
     flops: int = 0                  # a compute-bound one: TFLOP/s against cuBLAS float32
     matmul_shape: tuple | None = None
-    is_cublas: bool = False         # PyTorch's time is the cuBLAS float32 reference itself
+    is_cublas: bool = False         # PyTorch's time is the cuBLAS reference itself
+    peak: tuple = ("float32", False)    # the cuBLAS rate it is measured against: (dtype, tf32)
+    dtype: str = "float32"          # the inputs' dtype on both sides (numpy makes float32)
     target: dict = field(default_factory=dict)
     compile: bool = True
     note: str = ""
@@ -245,20 +247,20 @@ def measure_kernels(bench: Bench, work: KernelWorkload) -> dict:
     sets = [first] + [work.make(bench.rng) for _ in range(count - 1)]
     row["input_sets"] = count
 
-    inputs = [[cg.tensor(array, device=bench.device, requires_grad=False) for array in arrays]
-              for arrays in sets]
+    inputs = [[_input(array, bench.device, work.dtype) for array in arrays] for arrays in sets]
     results = [work.ours(*tensors) for tensors in inputs]
     replays = [replay_plan(result) for result in results]
     row["kernels"] = len(replays[0][0].steps)
     row["cudagrad_s"] = bench.seconds(_rotate([run for _, run in replays]), "cudagrad")
-    ours = results[0].numpy()
+    ours = results[0].to(cg.float32).numpy()
     del replays, results, inputs
 
     torch = bench.torch
 
     def torch_side():
-        tensors = [[torch.from_numpy(array).to(bench.device) for array in arrays] for arrays in sets]
-        row["relative_error"] = relative_error(ours, work.theirs(*tensors[0]).cpu().numpy())
+        tensors = [[torch.from_numpy(array).to(bench.device).to(getattr(torch, work.dtype))
+                    for array in arrays] for arrays in sets]
+        row["relative_error"] = relative_error(ours, work.theirs(*tensors[0]).float().cpu().numpy())
         calls = [lambda f, ts=ts: f(*ts) for ts in tensors]
         row["reference_s"] = bench.seconds(_rotate([lambda c=call: c(work.theirs) for call in calls]),
                                            "torch")
@@ -266,24 +268,38 @@ def measure_kernels(bench: Bench, work: KernelWorkload) -> dict:
             bench.compiled_seconds(work.theirs, calls, row)
         if work.is_cublas:
             m, k, n = work.matmul_shape or (0, 0, 0)
-            bench.cublas[(m, k, n, "float32", False)] = work.flops / row["reference_s"] / 1e12
+            bench.cublas[(m, k, n) + tuple(work.peak)] = work.flops / row["reference_s"] / 1e12
     if torch is None:
         row["relative_error"] = relative_error(ours, work.numpy(*sets[0]))
     else:
         _guarded(row, torch_side)
-    _rates(bench, row, work.min_bytes, work.flops, work.matmul_shape)
+    _rates(bench, row, work.min_bytes, work.flops, work.matmul_shape, work.peak)
     if work.note:
         row["note"] = work.note
     return row
 
 
-def _rates(bench: Bench, row: dict, min_bytes: int, flops: int, matmul_shape) -> None:
+def _input(array: np.ndarray, device: str, dtype: str):
+    """A benchmark input: the numpy array on the device, converted (and stored) as dtype."""
+    tensor = cg.tensor(array, device=device, requires_grad=False)
+    if dtype != "float32":
+        tensor = tensor.to(getattr(cg, dtype))
+        tensor.realize()
+    return tensor
+
+
+_PEAK_NAMES = {("float32", False): "cuBLAS float32", ("float32", True): "cuBLAS TF32",
+               ("bfloat16", False): "cuBLAS bfloat16"}
+
+
+def _rates(bench: Bench, row: dict, min_bytes: int, flops: int, matmul_shape,
+           peak_kind: tuple = ("float32", False)) -> None:
     """Achieved GB/s or TFLOP/s of each side, and cudagrad's fraction of the card's peak."""
     if min_bytes:
         row["unit"], amount, scale, peak, row["peak"] = "GB/s", min_bytes, 1e9, bench.copy_gbps, "copy"
     elif flops:
-        peak = bench.cublas_tflops(*matmul_shape) if matmul_shape else None
-        row["unit"], amount, scale, row["peak"] = "TFLOP/s", flops, 1e12, "cuBLAS float32"
+        peak = bench.cublas_tflops(*matmul_shape, *peak_kind) if matmul_shape else None
+        row["unit"], amount, scale, row["peak"] = "TFLOP/s", flops, 1e12, _PEAK_NAMES[peak_kind]
     else:
         return
     for side in ("cudagrad", "reference", "compiled"):
@@ -318,6 +334,22 @@ def kernel_workloads(quick: bool) -> list[KernelWorkload]:
         import torch
         return torch.relu(torch.addmm(b, x, w))
 
+    def tf32_matmul(a, b):
+        previous = cg.get_float32_matmul_precision()
+        cg.set_float32_matmul_precision("high")      # read when the matmul is built
+        try:
+            return a @ b
+        finally:
+            cg.set_float32_matmul_precision(previous)
+
+    def tf32_matmul_torch(a, b):
+        import torch
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            return a @ b
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = False
+
     def chain_numpy(x, y, z):
         return np.maximum((x * y + z) * 0.5 - y / (np.abs(z) + 1) + np.exp(-np.abs(x)), 0) * 1.5
 
@@ -350,6 +382,21 @@ def kernel_workloads(quick: bool) -> list[KernelWorkload]:
             flops=2 * size ** 3, matmul_shape=(size, size, size), is_cublas=True, compile=False,
             target={"text": ">= 80% of cuBLAS", "fraction": 0.8},
             note="PyTorch with TF32 off is cuBLAS float32 (compiled would call it too)"))
+    for size in sizes:
+        work.append(KernelWorkload(
+            f"matmul tf32 {size}^3", f"tf32 {size}", normal((size, size), (size, size)),
+            ours=tf32_matmul, theirs=tf32_matmul_torch, numpy=lambda a, b: a @ b,
+            flops=2 * size ** 3, matmul_shape=(size, size, size), is_cublas=True, compile=False,
+            peak=("float32", True), target={"text": ">= 60% of cuBLAS TF32", "fraction": 0.6},
+            note="cg.set_float32_matmul_precision('high'); PyTorch with TF32 on is cuBLAS TF32"))
+    for size in sizes:
+        work.append(KernelWorkload(
+            f"matmul bfloat16 {size}^3", f"bf16 {size}", normal((size, size), (size, size)),
+            ours=lambda a, b: a @ b, theirs=lambda a, b: a @ b, numpy=lambda a, b: a @ b,
+            flops=2 * size ** 3, matmul_shape=(size, size, size), is_cublas=True, compile=False,
+            peak=("bfloat16", False), dtype="bfloat16",
+            target={"text": ">= 60% of cuBLAS bf16", "fraction": 0.6},
+            note="bfloat16 inputs and result, float32 accumulation on both sides"))
     m = epilogue
     work.append(KernelWorkload(
         f"matmul + bias + relu float32 {m}^3", "matmul+bias+relu", normal((m, m), (m, m), m),

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from cudagrad.codegen.dialect import Dialect, compute_type
 from cudagrad.codegen.kernel import KernelParam
+from cudagrad.codegen.operand_layout import OperandLayout, operand_layout
 from cudagrad.codegen.schedule import KernelSpec, is_input
 from cudagrad.dtypes import DType
 from cudagrad.ir.node import Node, Op, prod
@@ -137,6 +138,10 @@ class MatmulTiles:
     a_value: str
     b_statements: list[str]
     b_value: str
+    dtype: str = "float32"                     # the operands' (and the matmul's) dtype
+    precision: str = "highest"                 # "tf32": TF32 tensor cores allowed
+    a_layout: OperandLayout | None = None      # 16-byte vector loads, where they fit
+    b_layout: OperandLayout | None = None
 
 
 def _strides(shape: tuple[int, ...]) -> list[int]:
@@ -459,7 +464,7 @@ class Lowerer:
                 ctype = compute_type(node.dtype)
                 value = self.emit(f"{a_value} * {b_value}", ctype, "product")
                 op, count = "sum", a.shape[-1]
-                kernel.tiles = self._matmul_tiles(a, b)
+                kernel.tiles = self._matmul_tiles(a, b, node.arg)
             else:
                 src = node.srcs[0]
                 full = self._row_element(src.shape, node.arg, row_coords)
@@ -504,7 +509,7 @@ class Lowerer:
         finally:
             self.lists, self.memo, self.loop_scope, self.hoist_scope = saved
 
-    def _matmul_tiles(self, a: Node, b: Node) -> MatmulTiles:
+    def _matmul_tiles(self, a: Node, b: Node, precision: str | None) -> MatmulTiles:
         batch_shape = a.shape[:-2]
         saved = self.lists, self.memo, self.loop_scope, self.hoist_scope
         self.lists, self.memo = {"operand": []}, {}
@@ -514,9 +519,17 @@ class Lowerer:
         self.lists, self.memo, self.loop_scope, self.hoist_scope = saved
         a_statements, a_value = self._operand_load(a, batch_coords, "row", "kk")
         b_statements, b_value = self._operand_load(b, batch_coords, "kk", "col")
+        def stored(node: Node) -> bool:
+            return is_input(node) or id(node) not in self.member_ids
+        def param(node: Node) -> str | None:      # the buffer the generic loads already read
+            known = self.inputs.get(id(node))
+            return None if known is None else known.name
+        layouts = [operand_layout(x, axis, stored, param, self.index_type)
+                   for x, axis in ((a, -2), (b, -1))] if self.dialect.name == "cuda" else [None, None]
         return MatmulTiles(prod(batch_shape), a.shape[-2], b.shape[-1], a.shape[-1],
                            batch_statements + a_statements, a_value,
-                           batch_statements + b_statements, b_value)
+                           batch_statements + b_statements, b_value,
+                           a.dtype.name, precision or "highest", *layouts)
 
 
 def lane_mode(spec: KernelSpec, dialect: Dialect) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from cudagrad.dtypes import DType, float32
 from cudagrad.ir.node import Node, Op, make_node, prod
+from cudagrad.precision import matmul_arg
 
 GRAD_RULES: dict = {}
 
@@ -200,8 +201,10 @@ def _grad_argmax(out, g, x): return (None,)
 # ---- matmul ---------------------------------------------------------------------
 
 def matmul(a: Node, b: Node) -> Node:
+    """arg: "tf32" where cg.set_float32_matmul_precision("high") allowed TF32 when it was
+    built (part of the node, so of every plan key), else None."""
     shape = a.shape[:-1] + b.shape[-1:]
-    return make_node(Op.MATMUL, (a, b), None, shape, a.dtype, a.device)
+    return make_node(Op.MATMUL, (a, b), matmul_arg(a.dtype.name), shape, a.dtype, a.device)
 
 
 def swap_last(x: Node) -> Node:

@@ -1,0 +1,135 @@
+"""Time matmul kernel variants (tilings, operand layouts, paths) against cuBLAS, in one run.
+
+    python scripts/matmul_variants.py [--sizes 4096,8192]
+
+For the lease-bound GPU sessions of issue 7: each variant patches the tiling tables
+of cudagrad.codegen.render, drops cached plans, checks the result against PyTorch
+(float64 of the same inputs) and times plan replays with CUDA events (the runner's
+method: warm-up, medians). Prints one table; the last lines are the summary.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+import cudagrad as cg
+from cudagrad.bench.gpu import Bench
+from cudagrad.bench.timing import replay_plan
+from cudagrad.codegen import render
+from cudagrad.realization import _PLANS
+
+SIMT_VARIANTS = {
+    "simt, k-contiguous a direct": {},
+    "simt, k-contiguous a and b transposed": {"direct_k": False},
+}
+MMA_VARIANTS = {
+    "mma 128x128, 8 warps of 64x32": {},
+}
+
+
+def patch(table: dict, changes: dict) -> dict:
+    saved = dict(table)
+    for key, value in changes.items():
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    _PLANS.clear()
+    return saved
+
+
+def measure(bench: Bench, torch, size: int, path: str, layout: str) -> tuple[float, float]:
+    """(TFLOP/s, relative error) of one cudagrad matmul."""
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((size, size), dtype=np.float32)
+    w = rng.standard_normal((size, size), dtype=np.float32)
+    a, b = cg.tensor(x, requires_grad=False), cg.tensor(w, requires_grad=False)
+    if path == "bf16":
+        a, b = a.to(cg.bfloat16), b.to(cg.bfloat16)
+        cg.realize(a, b)
+    cg.set_float32_matmul_precision("high" if path == "tf32" else "highest")
+    try:
+        out = {"x@w": lambda: a @ b, "x@w.T": lambda: a @ b.T, "x.T@w": lambda: a.T @ b}[layout]()
+    finally:
+        cg.set_float32_matmul_precision("highest")
+    _, run = replay_plan(out)
+    seconds = bench.seconds(run, "cudagrad")
+    ours = torch.from_numpy(out.to(cg.float32).numpy()).cuda().double()
+    tx, tw = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
+    if path == "bf16":
+        tx, tw = tx.bfloat16(), tw.bfloat16()
+    tx, tw = tx.double(), tw.double()
+    tw = tw.T if layout == "x@w.T" else tw
+    tx = tx.T if layout == "x.T@w" else tx
+    expected = tx @ tw
+    error = float(torch.linalg.norm(ours - expected) / torch.linalg.norm(expected))
+    return 2 * size ** 3 / seconds / 1e12, error
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="4096,8192")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    bench = Bench("cuda", quick=False, compile_torch=False)
+    torch = bench.torch
+    print(f"{bench.card}; PyTorch {torch.__version__}", flush=True)
+    rows = []
+    for size in sizes:
+        peaks = {"fp32": bench.cublas_tflops(size, size, size),
+                 "tf32": bench.cublas_tflops(size, size, size, "float32", True),
+                 "bf16": bench.cublas_tflops(size, size, size, "bfloat16")}
+        print(f"cuBLAS {size}: " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()), flush=True)
+        for name, changes in SIMT_VARIANTS.items():
+            saved = patch(render.MATMUL_TILING, changes)
+            try:
+                rate, error = measure(bench, torch, size, "fp32", "x@w")
+                rows.append((size, "fp32", name, "x@w", rate, rate / peaks["fp32"], error))
+                print(rows[-1], flush=True)
+            except Exception as e:      # a variant failing leaves the others
+                print(f"{size} {name}: {type(e).__name__}: {e}", flush=True)
+            finally:
+                render.MATMUL_TILING.clear()
+                render.MATMUL_TILING.update(saved)
+                _PLANS.clear()
+        for path in ("tf32", "bf16"):
+            for name, changes in MMA_VARIANTS.items():
+                saved = patch(render.MMA_TILING, changes)
+                try:
+                    rate, error = measure(bench, torch, size, path, "x@w")
+                    rows.append((size, path, name, "x@w", rate, rate / peaks[path], error))
+                    print(rows[-1], flush=True)
+                except Exception as e:
+                    print(f"{size} {path} {name}: {type(e).__name__}: {e}", flush=True)
+                finally:
+                    render.MMA_TILING.clear()
+                    render.MMA_TILING.update(saved)
+                    _PLANS.clear()
+        if size == sizes[0]:
+            for name, changes in SIMT_VARIANTS.items():
+                saved = patch(render.MATMUL_TILING, changes)
+                try:
+                    for layout in ("x@w.T", "x.T@w"):
+                        rate, error = measure(bench, torch, size, "fp32", layout)
+                        rows.append((size, "fp32", name, layout, rate, rate / peaks["fp32"], error))
+                        print(rows[-1], flush=True)
+                finally:
+                    render.MATMUL_TILING.clear()
+                    render.MATMUL_TILING.update(saved)
+                    _PLANS.clear()
+            for path in ("tf32", "bf16"):
+                for layout in ("x@w.T", "x.T@w"):
+                    rate, error = measure(bench, torch, size, path, layout)
+                    rows.append((size, path, "default", layout, rate, rate / peaks[path], error))
+                    print(rows[-1], flush=True)
+        bench.free()
+    print("\n| size | path | variant | layout | TFLOP/s | of cuBLAS | rel err |")
+    for size, path, name, layout, rate, fraction, error in rows:
+        print(f"| {size} | {path} | {name} | {layout} | {rate:.1f} | {fraction:.0%} | {error:.1e} |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
