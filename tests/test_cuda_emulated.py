@@ -22,7 +22,7 @@ def emulator():
 
 
 def leaf(array, dtype=None):
-    return cg.tensor(array, dtype=dtype, requires_grad=False)
+    return cg.tensor(array, dtype=dtype, device="cpu", requires_grad=False)
 
 
 def close(got, want, rtol=1e-5, atol=1e-6):

@@ -18,15 +18,16 @@ def _representative_graphs():
     """A few graphs of every kernel family and dtype, so the file also checks
     something when it runs alone."""
     rng = np.random.default_rng()
-    x = cg.tensor(rng.standard_normal((5, 7)))
-    y = cg.tensor(rng.standard_normal((7,)))
+    x = cg.tensor(rng.standard_normal((5, 7)), device="cpu")     # cpu graphs are the ones recorded
+    y = cg.tensor(rng.standard_normal((7,)), device="cpu")
     outs = [((x * y + 1).exp().sum(axis=1)), (x @ x.T).relu(), x.max(axis=0), x.argmax(1),
             cg.cat([x, x[::-1]], 0), x.softmax(-1), x.to(cg.float64).mean()]
     for dtype in (cg.float16, cg.bfloat16, cg.int32, cg.bool):
         outs.append(x.cast(dtype) * 2 if dtype != cg.bool else (x > 0).cast(cg.bool))
     # matmuls on every CUDA path: 16-byte operand loads (K and N multiples of 4), the
     # generic path, TF32 and bfloat16 tensor cores
-    a, w = cg.tensor(rng.standard_normal((16, 8))), cg.tensor(rng.standard_normal((12, 8)))
+    a = cg.tensor(rng.standard_normal((16, 8)), device="cpu")
+    w = cg.tensor(rng.standard_normal((12, 8)), device="cpu")
     outs += [(a @ w.T).relu(), a.T @ a, a[:, 1:] @ w[:, 1:].T]
     cg.set_float32_matmul_precision("high")
     try:
