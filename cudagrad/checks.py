@@ -37,7 +37,16 @@ def normalize_axes(op: str, axis, ndim: int, shape=None) -> tuple[int, ...]:
     return result
 
 
+_BROADCASTS: dict = {}       # (shapes) -> their broadcast shape: the same pairs recur every step
+
+
 def broadcast_shapes(op: str, *shapes) -> tuple[int, ...]:
+    try:
+        known = _BROADCASTS.get(shapes)
+    except TypeError:          # a list among the shapes: unhashable, computed below
+        known = None
+    if known is not None:
+        return known
     rank = max(len(s) for s in shapes)
     result = []
     for position in range(rank):
@@ -47,7 +56,10 @@ def broadcast_shapes(op: str, *shapes) -> tuple[int, ...]:
             listed = " and ".join(shape_text(s) for s in shapes)
             raise ValueError(f"{op}: shapes {listed} do not broadcast")
         result.append(sizes.pop() if sizes else 1)
-    return tuple(result)
+    if len(_BROADCASTS) > 4096:      # bounded: shapes are user data
+        _BROADCASTS.clear()
+    known = _BROADCASTS[tuple(tuple(s) for s in shapes)] = tuple(result)
+    return known
 
 
 def check_shape(op: str, shape) -> tuple[int, ...]:

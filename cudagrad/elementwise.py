@@ -40,15 +40,19 @@ def expand_to(tensor_node, shape):
 def operands(op: str, *values, dtype: dtypes.DType | None = None):
     """Check, promote and broadcast operands (Tensors or scalars) to one shape and dtype.
     Returns (nodes, tensors among the values, shape, dtype, device)."""
+    tensors = []
     for value in values:
-        _check_operand(op, value)
-    tensors = [v for v in values if isinstance(v, Tensor)]
-    devices = {t.device for t in tensors}
-    if len(devices) > 1:
-        raise ValueError(f"{op}: tensors are on different devices ({', '.join(sorted(devices))}); "
-                         "move them with .to(device) first")
+        if isinstance(value, Tensor):
+            tensors.append(value)
+        elif type(value) not in _PLAIN_SCALARS:
+            _check_operand(op, value)
     device = tensors[0].device
-    shape = broadcast_shapes(op, *[t.shape for t in tensors])
+    for t in tensors[1:]:
+        if t.device != device:
+            devices = {t.device for t in tensors}
+            raise ValueError(f"{op}: tensors are on different devices ({', '.join(sorted(devices))}); "
+                             "move them with .to(device) first")
+    shape = tensors[0].shape if len(tensors) == 1 else broadcast_shapes(op, *[t.shape for t in tensors])
     if dtype is None:
         dtype = tensors[0].dtype
         for t in tensors[1:]:
@@ -65,7 +69,32 @@ def operands(op: str, *values, dtype: dtypes.DType | None = None):
     return nodes, tensors, shape, dtype, device
 
 
-def binary(op: Op, name: str, a, b, dtype=None) -> Tensor:
+_PLAIN_SCALARS = (float, int, bool)
+
+
+def binary(op: Op, name: str, a, b, float_result: bool = False) -> Tensor:
+    """a op b. float_result: an integer result is float32 instead (true division)."""
+    # The common cases first, short (an optimizer's update is dozens of them a parameter):
+    # two tensors of one shape, dtype and device, or a float tensor and a Python number.
+    # They build exactly the nodes operands() builds below.
+    if isinstance(a, Tensor):
+        a_node = a._node
+        if isinstance(b, Tensor):
+            b_node = b._node
+            if a_node.dtype is b_node.dtype and a_node.device == b_node.device \
+                    and (a_node.dtype.is_float or not float_result):
+                if a_node.shape != b_node.shape:      # broadcast (its errors name the op)
+                    shape = broadcast_shapes(name, a_node.shape, b_node.shape)
+                    a_node, b_node = expand_to(a_node, shape), expand_to(b_node, shape)
+                return result_tensor(ir.binary(op, a_node, b_node), a, b)
+        elif (type(b) is float or type(b) is int) and a_node.dtype.is_float:
+            constant = ir.const(b, a_node.shape, a_node.dtype, a_node.device)
+            return result_tensor(ir.binary(op, a_node, constant), a)
+    elif isinstance(b, Tensor) and (type(a) is float or type(a) is int) and b._node.dtype.is_float:
+        b_node = b._node
+        constant = ir.const(a, b_node.shape, b_node.dtype, b_node.device)
+        return result_tensor(ir.binary(op, constant, b_node), b)
+    dtype = _float_dtype(a, b) if float_result and (isinstance(a, Tensor) or isinstance(b, Tensor)) else None
     nodes, tensors, _, _, _ = operands(name, a, b, dtype=dtype)
     return result_tensor(ir.binary(op, nodes[0], nodes[1]), *tensors)
 
@@ -81,7 +110,7 @@ def _float_dtype(*values) -> dtypes.DType:
 def add(a, b): return binary(Op.ADD, "add", a, b)
 def sub(a, b): return binary(Op.SUB, "sub", a, b)
 def mul(a, b): return binary(Op.MUL, "mul", a, b)
-def div(a, b): return binary(Op.DIV, "div", a, b, dtype=_float_dtype(a, b))
+def div(a, b): return binary(Op.DIV, "div", a, b, float_result=True)
 def maximum(a, b): return binary(Op.MAXIMUM, "maximum", a, b)
 def minimum(a, b): return binary(Op.MINIMUM, "minimum", a, b)
 

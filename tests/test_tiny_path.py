@@ -297,3 +297,29 @@ def test_recursive_and_stack_walks_agree(rng):
     assert realization._canonicalize_deep([deep.node], 40) is None
     key, found = realization.canonicalize([shared.node], 40)
     assert len(found) == 4 and key == realization._canonicalize_deep([shared.node])[0]
+
+
+# ---- short forms of binary ops ---------------------------------------------------
+
+def test_short_binary_forms_build_the_general_nodes(rng):
+    """The short paths (same shape, broadcast of one dtype, tensor and Python number)
+    give the nodes the general path gives: same hash-consed node, same values."""
+    from cudagrad import elementwise
+    x = cg.from_numpy(rng.standard_normal((3, 4)).astype(np.float32), device="cpu")
+    y = cg.from_numpy(rng.standard_normal((3, 4)).astype(np.float32), device="cpu")
+    row = cg.from_numpy(rng.standard_normal((1, 4)).astype(np.float32), device="cpu")
+    ints = cg.from_numpy(rng.integers(1, 5, (3, 4)).astype(np.int32), device="cpu")
+    cases = [(x, y), (x, row), (row, x), (x, 2.5), (3, x), (x, 1), (ints, ints), (ints, 2.5)]
+    for a, b in cases:
+        for op, name in ((cg.ir.node.Op.ADD, "add"), (cg.ir.node.Op.MUL, "mul")):
+            short = elementwise.binary(op, name, a, b)
+            nodes, tensors, _, _, _ = elementwise.operands(name, a, b)
+            general = cg.ir.ops.binary(op, nodes[0], nodes[1])
+            assert short.node is general, (name, a, b)
+    # true division of integers goes the general way: a float32 result
+    quotient = ints / ints
+    assert quotient.dtype == cg.float32
+    np.testing.assert_allclose(quotient.numpy(), np.ones((3, 4)))
+    np.testing.assert_allclose((x / row).numpy(), x.numpy() / row.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"mul: shapes \[3, 4\] and \[2, 4\] do not broadcast"):
+        x * cg.from_numpy(np.ones((2, 4), np.float32), device="cpu")

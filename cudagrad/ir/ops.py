@@ -46,8 +46,21 @@ def unary(op: Op, x: Node) -> Node:
     return make_node(op, (x,), None, x.shape, x.dtype, x.device)
 
 
+_CONST = Op.CONST
+_COMPARISONS = frozenset((Op.CMPLT, Op.CMPLE, Op.CMPEQ, Op.CMPNE))
+
+
 def binary(op: Op, a: Node, b: Node) -> Node:
     """a and b have one shape and dtype; constants fold where the result is exact."""
+    if a.op is _CONST or b.op is _CONST:
+        folded = _fold_constants(op, a, b)
+        if folded is not None:
+            return folded
+    dtype = float32 if op in _COMPARISONS else a.dtype
+    return make_node(op, (a, b), None, a.shape, dtype, a.device)
+
+
+def _fold_constants(op: Op, a: Node, b: Node) -> Node | None:
     if op == Op.ADD:
         if is_const(a, 0):
             return b
@@ -65,8 +78,7 @@ def binary(op: Op, a: Node, b: Node) -> Node:
     if a.op == Op.CONST and b.op == Op.CONST and op in (Op.ADD, Op.SUB, Op.MUL):
         value = {Op.ADD: a.arg + b.arg, Op.SUB: a.arg - b.arg, Op.MUL: a.arg * b.arg}[op]
         return const_like(a, value)
-    dtype = float32 if op in (Op.CMPLT, Op.CMPLE, Op.CMPEQ, Op.CMPNE) else a.dtype
-    return make_node(op, (a, b), None, a.shape, dtype, a.device)
+    return None
 
 
 def add(a, b): return binary(Op.ADD, a, b)
