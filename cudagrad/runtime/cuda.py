@@ -18,6 +18,7 @@ import numpy as np
 from . import cache, stats
 from .errors import DeviceError
 from .nvrtc import compile_cuda, compile_options, nvrtc_version
+from .uploads import PendingUploads
 
 _STATS = stats.STATS
 _LARGE_SHARED_MEMORY = 48 * 1024  # above this a kernel must opt in to dynamic shared memory
@@ -122,6 +123,7 @@ class CudaDevice:
         self._make_current()
         self._stream = self._call(driver.cuStreamCreate(
             driver.CUstream_flags.CU_STREAM_NON_BLOCKING), "cuStreamCreate")
+        self._uploads = PendingUploads(driver)
         self.target = self._read_target()
         self.arch = self.target["arch"]
         self._programs: dict = {}                 # (source, launch) -> CudaProgram
@@ -233,9 +235,11 @@ class CudaDevice:
         if array.nbytes:
             self._ensure_current()
             # On our stream, so it is ordered after kernels that used this block before.
-            self._call(self._driver.cuMemcpyHtoDAsync(buffer.ptr, array.ctypes.data,
-                                                      array.nbytes, self._stream), "cuMemcpyHtoD")
-            self.synchronize()  # the host array may be freed once we return
+            # A small one is queued without waiting for the kernels before it (uploads.py).
+            if not self._uploads.queue(self._stream, buffer.ptr, array):
+                self._call(self._driver.cuMemcpyHtoDAsync(buffer.ptr, array.ctypes.data,
+                                                          array.nbytes, self._stream), "cuMemcpyHtoD")
+                self.synchronize()  # the host array may be freed once we return
         stats.count("bytes_host_to_device", array.nbytes)
 
     def to_numpy(self, buffer: CudaBuffer, np_dtype, count: int) -> np.ndarray:
@@ -331,6 +335,8 @@ class CudaDevice:
     def synchronize(self) -> None:
         self._ensure_current()
         (status,) = self._driver.cuStreamSynchronize(self._stream)
+        if not status:
+            self._uploads.finished()
         if status:
             raise DeviceError(f"cuda: a kernel or copy failed: {status.name} (errors such as "
                               "an illegal address leave the GPU context unusable; restart "
