@@ -90,11 +90,7 @@ class PendingBackward:
 
     def materialize(self) -> None:
         """Give each waiting leaf its gradient as a lazy node."""
-        waiting = self._waiting_leaves()
-        for leaf, grad in zip(waiting, self.gradient_nodes()):
-            if leaf is not None:
-                leaf._pending_backward = None
-                leaf._grad = Tensor(grad) if grad is not None else None
+        _give_gradients(self._waiting_leaves(), self.gradient_nodes())
 
     def realize(self) -> None:
         """Give each waiting leaf its gradient's value, by a GradientPlan when one is known."""
@@ -127,9 +123,7 @@ class PendingBackward:
         grads = self.gradient_nodes()
         targets = [grad for grad in grads if grad is not None]
         if not targets:                  # no gradient reaches any leaf (all under detach)
-            for leaf in waiting:
-                if leaf is not None:
-                    leaf._pending_backward = None
+            _give_gradients(waiting, grads)
             return
         key, nodes = canonicalize(targets)
         plan = plan_for(key, nodes, targets, self.output.device)
@@ -151,10 +145,15 @@ class PendingBackward:
             written = tuple(sorted({index for step in plan.steps for index in step.outputs}))
             _GRADIENT_PLANS[plan_key] = GradientPlan(plan, len(nodes), tuple(inputs), outputs,
                                                      written)
-        for leaf, grad in zip(waiting, grads):
-            if leaf is not None:
-                leaf._pending_backward = None
-                leaf._grad = Tensor(grad) if grad is not None else None
+        _give_gradients(waiting, grads)
+
+
+def _give_gradients(leaves: list, grads: list) -> None:
+    """Each waiting leaf (None: no longer waiting) its gradient node, as a lazy tensor."""
+    for leaf, grad in zip(leaves, grads):
+        if leaf is not None:
+            leaf._pending_backward = None
+            leaf._grad = Tensor(grad) if grad is not None else None
 
 
 def defer_backward(output: Node, leaf_owners: dict) -> bool:

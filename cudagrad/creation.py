@@ -12,7 +12,7 @@ from cudagrad.checks import check_shape
 from cudagrad.device import canonical_device, get_device
 from cudagrad.ir.node import Node, Op, Storage, prod
 from cudagrad.runtime.cpu import CpuBuffer
-from cudagrad.tensor import Tensor, buffer_node
+from cudagrad.tensor import Tensor
 
 _generator = np.random.default_rng()
 
@@ -68,18 +68,10 @@ def _plain_numbers(values) -> bool:
     return True
 
 
-def _float32_leaf(flat: np.ndarray, shape: tuple[int, ...], device, requires_grad) -> Tensor:
-    """A leaf from a fresh float32 array: on the cpu the buffer adopts it (no copy)."""
-    device = canonical_device(device)
-    backend = get_device(device)
-    buffer = backend.wrap_numpy(flat) if device == "cpu" else backend.from_numpy(flat)
-    return Tensor(buffer_node(buffer, shape, dtypes.float32, device), requires_grad, leaf=True)
-
-
-def _float32_leaf_from_list(data: list, count: int, shape: tuple[int, ...], device,
+def _float32_leaf_from_list(data, count: int, shape: tuple[int, ...], device,
                             requires_grad: bool) -> Tensor:
-    """A float32 leaf filled straight from a list of plain numbers: on the cpu an
-    array.array is the buffer (no numpy), which costs a fraction of the general path."""
+    """A float32 leaf filled straight from a list (or tuple) of plain numbers: on the cpu
+    an array.array is the buffer (no numpy), which costs a fraction of the general path."""
     device = "cpu" if device == "cpu" else canonical_device(device)
     if device == "cpu":
         values = typed_array("f", data)
@@ -98,7 +90,7 @@ _BUFFER, _FLOAT32 = Op.BUFFER, dtypes.float32
 
 def tensor(shape_or_data, data=None, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
     """tensor(shape, flat_data) as in the seed, or tensor(data) inferring the shape."""
-    if type(data) is list and dtype is None and data:
+    if (type(data) is list or type(data) is tuple) and data and (dtype is None or dtype is _FLOAT32):
         # the seed's form, on the tiny-op hot path: plain ints for the shape and plain
         # numbers for the data skip the general checks below (which explain any error)
         shape = shape_or_data
@@ -109,22 +101,14 @@ def tensor(shape_or_data, data=None, *, dtype=None, device=None, requires_grad: 
                     count = -1
                     break
                 count *= size
-            if count == len(data):
-                for value in data:        # plain floats and exact ints only (_plain_numbers)
-                    kind = type(value)
-                    if kind is not float and (kind is not int or not -_EXACT_INT <= value <= _EXACT_INT):
-                        break
-                else:
-                    return _float32_leaf_from_list(data, count, tuple(shape), device, requires_grad)
+            if count == len(data) and _plain_numbers(data):
+                return _float32_leaf_from_list(data, count, tuple(shape), device, requires_grad)
     if data is None:
         array = _to_array("tensor", shape_or_data)
         if dtype is None and array.dtype == np.float64 and isinstance(shape_or_data, np.ndarray):
             dtype = dtypes.float64
         return _make(array, dtype, device, requires_grad)
     shape = check_shape("tensor", shape_or_data)
-    if (dtype is None or dtype is dtypes.float32) and type(data) in (list, tuple) \
-            and len(data) == prod(shape) and _plain_numbers(data):
-        return _float32_leaf(np.array(data, dtype=np.float32), shape, device, requires_grad)
     if isinstance(data, np.ndarray):
         flat = data.reshape(-1)
     elif isinstance(data, numbers.Number):

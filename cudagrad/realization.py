@@ -257,10 +257,7 @@ def realize_node(node: Node) -> None:
     plan = _PLANS.get((node.device, key))
     if plan is None:
         plan = plan_for(key, nodes, [node], node.device)
-    if is_set("CUDAGRAD_DEBUG"):
-        run_plan(plan, nodes)
-    else:
-        plan.replay(nodes)
+    run_plan(plan, nodes)
 
 
 def plan_for(key: tuple, nodes: list[Node], targets: list[Node], device_name: str) -> Plan:
@@ -285,7 +282,8 @@ def run_plan(plan: Plan, nodes: list) -> None:
 
 
 def _debugging() -> bool:
-    return getenv("CUDAGRAD_DEBUG", "0") >= "1" if is_set("CUDAGRAD_DEBUG") else False  # type: ignore[operator]
+    # is_set first: an unset variable (nearly always) costs a dictionary look-up, no decoding
+    return is_set("CUDAGRAD_DEBUG") and getenv("CUDAGRAD_DEBUG", "0") >= "1"  # type: ignore[operator]
 
 
 def _run_logged(plan: Plan, nodes: list[Node]) -> None:

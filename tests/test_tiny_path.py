@@ -61,6 +61,9 @@ def test_list_data_keeps_options():
     assert not t.requires_grad and t.is_leaf
     d = cg.tensor([2], [1.5, 2.5], dtype=cg.float64, device="cpu")
     assert d.dtype == cg.float64 and d.data == [1.5, 2.5]
+    for data, dtype in (((0.1, 2), None), ([0.1, 2], cg.float32), ([0.1, 2], "float32")):
+        f = cg.tensor([2], data, dtype=dtype, device="cpu")
+        assert f.dtype == cg.float32 and f.data == [float(np.float32(0.1)), 2.0]
 
 
 # ---- small cpu buffers --------------------------------------------------------------
