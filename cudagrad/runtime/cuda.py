@@ -228,7 +228,8 @@ class CudaDevice:
         return buffer
 
     def copy_from_numpy(self, buffer: CudaBuffer, array: np.ndarray) -> None:
-        """Overwrite the start of `buffer` with a host array (waits for the copy)."""
+        """Overwrite the start of `buffer` with a host array: queued on our stream when small
+        (uploads.py), else copied and waited for; either way the caller may reuse array."""
         array = np.ascontiguousarray(array)
         if array.nbytes > buffer.nbytes:
             raise ValueError(f"cuda: {array.nbytes} bytes do not fit a {buffer.nbytes}-byte buffer")
