@@ -54,7 +54,8 @@ def test_data_length_mismatch_too_long(device, no_launch):
     check_message(e, "tensor", (3,), 4)
 
 
-@pytest.mark.parametrize("data", [["a", "b"], [None, 1.0], [1.0, [2.0]], [object(), 1.0]], ids=str)
+@pytest.mark.parametrize("data", [["a", "b"], [None, 1.0], [1.0, [2.0]], [object(), 1.0]],
+                         ids=["strings", "none", "nested-list", "object"])  # fixed ids: pytest-xdist
 def test_non_numeric_data(device, data, no_launch):
     with pytest.raises(TypeError, match="(?i)tensor"):
         cg.tensor([2], data, device=device)
