@@ -95,13 +95,10 @@ class CudaDialect(Dialect):
         return value
 
     def load(self, pointer: str, index: str, dtype: DType) -> str:
-        if dtype.name == "bfloat16":
-            return f"__bfloat162float({pointer}[{index}])"
-        if dtype.name == "float16":
-            return f"__half2float({pointer}[{index}])"
-        if dtype.name == "bool":
-            return f"(float){pointer}[{index}]"
-        return f"__ldg(&{pointer}[{index}])"
+        element = f"{pointer}[{index}]"
+        if dtype.name in ("bfloat16", "float16", "bool"):
+            return self.widen(element, dtype)
+        return f"__ldg(&{element})"       # through the read-only data cache
 
     def store(self, pointer: str, index: str, value: str, dtype: DType) -> str:
         if dtype.name == "bfloat16":
