@@ -59,6 +59,7 @@ def _check_nonempty(op: str, x: Tensor, axes) -> None:
                          "(the reduction has no identity)")
 
 
+_SUM, _MATMUL = Op.SUM, Op.MATMUL     # module names: Op.X costs 50 ns on Python 3.11
 _FULL_REDUCTIONS: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
 
@@ -80,7 +81,7 @@ def sum(x: Tensor, axis=None, keepdim: bool = False) -> Tensor:  # noqa: A001 (m
         # the common small case, short: the same nodes as the general path below
         axes, reduced_shape = _full_reduction(node.shape)
         if axes:
-            node = make_node(Op.SUM, (node,), axes, reduced_shape, node.dtype, node.device)
+            node = make_node(_SUM, (node,), axes, reduced_shape, node.dtype, node.device)
         return result_tensor(ir.reshape(node, (1,)), x)
     axes = normalize_axes("sum", axis, x.ndim, x.shape)
     if not node.dtype.is_float:
@@ -140,7 +141,7 @@ def matmul(a: Tensor, b) -> Tensor:
         if len(a_shape) == 2 and len(b_shape) == 2 and a_shape[1] == b_shape[0] \
                 and a_node.dtype is b_node.dtype and a_node.dtype.is_float \
                 and a_node.device == b_node.device:      # the common case, short
-            node = make_node(Op.MATMUL, (a_node, b_node), matmul_arg(a_node.dtype.name),
+            node = make_node(_MATMUL, (a_node, b_node), matmul_arg(a_node.dtype.name),
                              (a_shape[0], b_shape[1]), a_node.dtype, a_node.device)
             return result_tensor(node, a, b)
     if not isinstance(b, Tensor) or not isinstance(a, Tensor):

@@ -23,6 +23,7 @@ from cudagrad.realization import input_buffer, kernels_for, realize_node, realiz
 from cudagrad.tensor_api import TensorOps
 
 _grad_mode = threading.local()
+_BUFFER = Op.BUFFER     # a module name: Op.BUFFER costs 50 ns on Python 3.11
 # A leaf's owner (where backward() accumulates) is a weak reference in its node's
 # Storage. This table lists the leaves that have received a gradient (draw() marks
 # gradient nodes with it): id -> weak reference, dead entries dropped as it doubles
@@ -180,7 +181,7 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
         node = self._node
         if self._pending is not None:
             node = self._realized_node()
-        elif node.realized is None and node.op is not Op.BUFFER:
+        elif node.realized is None and node.op is not _BUFFER:
             realize_node(node)
         if node.device == "cpu" and node.dtype is not dtypes.bfloat16:
             # a cpu buffer is host memory: read it in place, without numpy()'s copy

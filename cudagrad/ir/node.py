@@ -102,13 +102,14 @@ def prod(values) -> int:
 # and at every full garbage collection, so it stays within twice the live nodes.
 # A live node keeps its sources alive, so the ids in a live node's key are never reused.
 _NODES: dict = {}
+_BUFFER = Op.BUFFER
 _SWEEP_MIN = 4096
 _sweep_at = _SWEEP_MIN
 
 
 def make_node(op: Op, srcs: tuple[Node, ...], arg, shape: tuple[int, ...], dtype: DType,
               device: str) -> Node:
-    if op == Op.BUFFER:
+    if op is _BUFFER:
         return Node(op, srcs, arg, shape, dtype, device)   # every leaf is distinct
     count = len(srcs)         # the key spelled out for one and two sources: the common cases
     key: tuple
