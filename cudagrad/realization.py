@@ -235,14 +235,13 @@ def realize_nodes(targets: list[Node]) -> None:
     """Compute every target node that holds no buffer yet, in one schedule per device."""
     if len(targets) == 1:         # the common case, without the grouping
         node = targets[0]
-        if node.realized is not None or node.op is _BUFFER:
-            return
-        by_device = {node.device: targets}
-    else:
-        by_device = {}
-        for node in dict.fromkeys(targets):
-            if not _is_input(node):
-                by_device.setdefault(node.device, []).append(node)
+        if node.realized is None and node.op is not _BUFFER:
+            realize_node(node)
+        return
+    by_device: dict[str, list[Node]] = {}
+    for node in dict.fromkeys(targets):
+        if not _is_input(node):
+            by_device.setdefault(node.device, []).append(node)
     for device_name, group in by_device.items():
         key, nodes = canonicalize(group)
         plan = _PLANS.get((device_name, key))

@@ -92,6 +92,15 @@ def test_four_threads_realize_different_graphs(device):
         assert cg.stats()["kernels_compiled"] > compiled_before, "first-time compiles were exercised"
 
 
+def _run_in_threads(worker) -> None:
+    """worker(0) .. worker(THREADS - 1), each in a thread of its own, all joined."""
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+
+
 def test_four_threads_realize_one_shared_graph_and_its_copies(device):
     rng = np.random.default_rng(7)
     x_np = rng.standard_normal((6, 5))
@@ -108,11 +117,7 @@ def test_four_threads_realize_one_shared_graph_and_its_copies(device):
         except BaseException as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    _run_in_threads(worker)
     assert not errors, errors
     expected = (np.maximum(x_np * salt, 0) @ x_np.T).sum(1)
     for result in results:
@@ -135,11 +140,7 @@ def test_four_threads_read_one_lazy_tensor(device):
         except BaseException as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    _run_in_threads(worker)
     assert not errors, errors
     expected = (1 / (1 + np.exp(-x_np * salt))).sum(0)
     for result in results:
