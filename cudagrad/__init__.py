@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cudagrad import methods as _methods
+from cudagrad.capture import JitError
 from cudagrad.checks import AxisError
 from cudagrad.creation import arange, from_numpy, full, manual_seed, ones, rand, randn, tensor, zeros
 from cudagrad.device import cuda_available, default_device
@@ -26,6 +27,7 @@ from cudagrad.tensor import Tensor, no_grad, realize
 _methods.bind()
 
 from cudagrad import nn, optim  # noqa: E402  (they build on the bound Tensor methods)
+from cudagrad.jit import jit  # noqa: E402
 from cudagrad.serialization import load, save  # noqa: E402
 
 __version__ = "0.2.0"
@@ -99,4 +101,4 @@ __all__ = ["Tensor", "tensor", "zeros", "ones", "full", "arange", "rand", "randn
            "log_softmax", "no_grad", "realize", "grad", "explain", "stats", "reset_stats",
            "clear_cache", "default_device", "cuda_available", "CompileError", "DeviceError",
            "AxisError", "from_dlpack", "draw", "draw_many", "nn", "optim", "save", "load", "distributed",
-           "set_float32_matmul_precision", "get_float32_matmul_precision"]
+           "set_float32_matmul_precision", "get_float32_matmul_precision", "jit", "JitError"]

@@ -24,6 +24,8 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
+from cudagrad.capture import ACTIVE as _CAPTURING
+from cudagrad.capture import note_gradients
 from cudagrad.ir import ops as ir
 from cudagrad.ir.autograd import gradients, topological_order
 from cudagrad.ir.node import Node, Op, Storage
@@ -183,6 +185,8 @@ def defer_backward(output: Node, leaf_owners: dict) -> bool:
         leaves.append(owner)
     if not leaves:
         return False
+    if _CAPTURING[0] is not None:
+        note_gradients(leaves)
     pending = PendingBackward(output, nodes, key, tuple(leaf_numbers), leaves)
     for leaf, ref in zip(leaves, pending.leaves):
         leaf._pending_backward = pending

@@ -8,6 +8,8 @@ from array import array as typed_array
 import numpy as np
 
 from cudagrad import dtypes
+from cudagrad.capture import ACTIVE as _CAPTURING
+from cudagrad.capture import note_host_buffer
 from cudagrad.checks import check_shape
 from cudagrad.device import canonical_device, get_device
 from cudagrad.ir.node import Node, Op, Storage, prod
@@ -78,6 +80,8 @@ def _float32_leaf_from_list(data, count: int, shape: tuple[int, ...], device,
         buffer = CpuBuffer(values, 4 * count, values.buffer_info()[0])
     else:
         buffer = get_device(device).from_numpy(np.array(data, dtype=np.float32))
+    if _CAPTURING[0] is not None:
+        note_host_buffer(buffer)
     storage = Storage(buffer, device)
     leaf = Tensor(Node(_BUFFER, (), storage, shape, _FLOAT32, device), requires_grad)
     leaf._is_leaf = True

@@ -151,6 +151,7 @@ class ImportedBuffer:
 
 def from_dlpack(source, requires_grad: bool = False):
     """A tensor sharing source's memory (numpy arrays, PyTorch and CuPy tensors...)."""
+    from cudagrad.capture import note_host_buffer
     from cudagrad.device import get_device
     from cudagrad.tensor import Tensor, buffer_node
     if isinstance(source, Tensor):
@@ -163,6 +164,7 @@ def from_dlpack(source, requires_grad: bool = False):
             raise ValueError(f"from_dlpack: only contiguous arrays can be shared; got strides "
                              f"{array.strides} for shape {list(array.shape)}")
         buffer = get_device("cpu").wrap_numpy(array)
+        note_host_buffer(buffer)        # memory the caller may change: cg.jit refuses to freeze it
         return Tensor(buffer_node(buffer, array.shape, dtype, "cpu"), requires_grad, leaf=True)
     if device_type != KDL_CUDA:
         raise ValueError(f"from_dlpack: unsupported device type {device_type} (cpu=1, cuda=2)")
@@ -188,4 +190,5 @@ def from_dlpack(source, requires_grad: bool = False):
     count = int(np.prod(shape)) if shape else 1
     buffer = ImportedBuffer(tensor.data + tensor.byte_offset, count * dtype.itemsize, "cuda",
                             address, source)
+    note_host_buffer(buffer)
     return Tensor(buffer_node(buffer, shape, dtype, "cuda"), requires_grad, leaf=True)

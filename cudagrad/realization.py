@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cudagrad import capture as _capture
 from cudagrad.device import get_device
 from cudagrad.environment import getenv, is_set
 from cudagrad.ir.node import Node, Op
@@ -38,6 +39,7 @@ def input_buffer(node: Node):
 
 
 _BUFFER, _CONST = Op.BUFFER, Op.CONST
+_CAPTURING = _capture.ACTIVE
 
 
 class _TooDeep(Exception):
@@ -274,6 +276,11 @@ def plan_for(key: tuple, nodes: list[Node], targets: list[Node], device_name: st
 
 def run_plan(plan: Plan, nodes: list) -> None:
     """Launch a plan's kernels on the buffers of nodes (numbered as its key numbered them)."""
+    if _CAPTURING[0] is not None:
+        capture = _capture.current()
+        if capture is not None:     # cg.jit records the launches (jit.py)
+            capture.run(plan, nodes)
+            return
     if not _debugging():
         plan.replay(nodes)
     else:

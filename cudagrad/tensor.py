@@ -14,6 +14,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from cudagrad import dtypes
+from cudagrad.capture import ACTIVE as _CAPTURING
+from cudagrad.capture import current as current_capture
+from cudagrad.capture import forbid, note_gradients, note_host_buffer
 from cudagrad.checks import GradientError
 from cudagrad.device import canonical_device, get_device
 from cudagrad.ir import ops as ir
@@ -112,6 +115,8 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
                          requires_grad: bool) -> Tensor:
         device = canonical_device(device)
         buffer = get_device(device).from_numpy(host_to_storage(dtype, array))
+        if _CAPTURING[0] is not None:
+            note_host_buffer(buffer)
         return Tensor(buffer_node(buffer, array.shape, dtype, device), requires_grad, leaf=True)
 
     # ---- attributes --------------------------------------------------------------
@@ -171,6 +176,8 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
         return node
 
     def numpy(self) -> np.ndarray:
+        if _CAPTURING[0] is not None:
+            forbid("reading a tensor's values on the host (.numpy(), .item(), .tolist())")
         node = self._realized_node()
         buffer = input_buffer(node)
         flat = get_device(node.device).to_numpy(buffer, node.dtype.numpy, node.numel)
@@ -178,6 +185,8 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
 
     @property
     def data(self) -> list:
+        if _CAPTURING[0] is not None:
+            forbid("reading a tensor's values on the host (.data)")
         node = self._node
         if self._pending is not None:
             node = self._realized_node()
@@ -306,6 +315,8 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
             seed = ir.cast(gradient._node, self.dtype)
         order = topological_order(self._node)
         leaves = _leaves_requiring_grad(order)
+        if _CAPTURING[0] is not None:
+            note_gradients(leaves)
         for leaf in leaves:
             if leaf._pending_backward is not None:      # accumulate onto its gradient's nodes
                 leaf._pending_backward.materialize()
@@ -337,6 +348,8 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
         if value.device != self.device:
             raise ValueError(f"assign: value is on {value.device}, the tensor on {self.device}")
         self._pending = ir.cast(value._node, self.dtype)
+        if _CAPTURING[0] is not None and (capture := current_capture()) is not None:
+            capture.assigned.append(self)      # cg.jit realizes it at the end of the call
         return self
 
     # ---- inspection --------------------------------------------------------------
@@ -387,18 +400,23 @@ def realize(*tensors: Tensor) -> None:
             targets.append(tensor._node)
     realize_nodes(targets)
     for tensor in assigned:
-        # A fresh leaf node for the new value: graphs built on the old value (lazy
-        # results, gradients, cached realizations) keep reading the old buffer.
         value = tensor._pending
         assert value is not None
         tensor._pending = None
-        old_node = tensor._node
-        tensor._node = buffer_node(input_buffer(value), old_node.shape, old_node.dtype,
-                                   old_node.device)
-        old_owner = old_node.arg.owner
-        if old_owner is not None and old_owner() is tensor:
-            old_node.arg.owner = None     # graphs on the old node no longer accumulate here
-        tensor._node.arg.owner = weakref.ref(tensor)
+        rebind_leaf(tensor, input_buffer(value))
+        if _CAPTURING[0] is not None and (capture := current_capture()) is not None:
+            capture.rebind(tensor)       # cg.jit replays the rebinding too
+
+
+def rebind_leaf(tensor: Tensor, buffer) -> None:
+    """A fresh leaf node for tensor's new value: graphs built on the old value (lazy
+    results, gradients, cached realizations) keep reading the old buffer."""
+    old_node = tensor._node
+    tensor._node = buffer_node(buffer, old_node.shape, old_node.dtype, old_node.device)
+    old_owner = old_node.arg.owner
+    if old_owner is not None and old_owner() is tensor:
+        old_node.arg.owner = None     # graphs on the old node no longer accumulate here
+    tensor._node.arg.owner = weakref.ref(tensor)
 
 
 from cudagrad.backward_cache import defer_backward  # noqa: E402 (it builds Tensors: import last)

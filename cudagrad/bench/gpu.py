@@ -409,7 +409,8 @@ def kernel_workloads(quick: bool) -> list[KernelWorkload]:
 
 # ---- training steps: graph building, backward, optimizer and realize, every step -------------
 def measure_mlp(bench: Bench, name: str, label: str, widths: list[int], batch: int, loss_kind: str,
-                optimizer: str, target: dict, compute_bound: bool) -> dict:
+                optimizer: str, target: dict, compute_bound: bool, jit: bool = False) -> dict:
+    """jit: the step wrapped in cg.jit (captured on its second call, replayed after)."""
     row: dict[str, Any] = {"name": name, "label": label, "target": target}
     device, rng = bench.device, bench.rng
     cg.manual_seed(0)
@@ -427,7 +428,8 @@ def measure_mlp(bench: Bench, name: str, label: str, widths: list[int], batch: i
         y = cg.tensor(y_np, device=device, requires_grad=False)
     else:
         y_np = rng.integers(0, widths[-1], batch)
-        y = y_np
+        # a jit step takes its labels as a tensor: a replay cannot read host data
+        y = cg.tensor(y_np, dtype=cg.int32, device=device, requires_grad=False) if jit else y_np
     x = cg.tensor(x_np, device=device, requires_grad=False)
     loss_function = F.mse_loss if loss_kind == "mse" else F.cross_entropy
     initial = [param.numpy() for param in model.parameters()]
@@ -440,6 +442,8 @@ def measure_mlp(bench: Bench, name: str, label: str, widths: list[int], batch: i
         loss.backward()
         cg.realize(loss, *opt.schedule_step())
         return loss
+    if jit:
+        step = cg.jit(step)
 
     ours_losses = [step().item() for _ in range(3)]     # also the warm-up: plans built
     before = cg.stats()["kernels_launched"]
@@ -501,6 +505,10 @@ def mlp_workloads(quick: bool) -> list[dict]:
                  f"batch {small_batch}",
          "label": "MLP step (overhead)", "widths": [small, small, small, 10], "batch": small_batch,
          "loss_kind": "cross_entropy", "optimizer": "adam", "compute_bound": False,
+         "target": {"text": "- (see the cg.jit row)"}},
+        {"name": "MLP step, overhead-bound, cg.jit: the same step captured once and replayed",
+         "label": "MLP step (overhead, jit)", "widths": [small, small, small, 10], "batch": small_batch,
+         "loss_kind": "cross_entropy", "optimizer": "adam", "compute_bound": False, "jit": True,
          "target": {"text": ">= 2x eager", "vs_eager": 2.0}},
     ]
 

@@ -21,6 +21,7 @@ run in that order on the GPU.
 from __future__ import annotations
 
 from cudagrad import dtypes
+from cudagrad.capture import forbid
 from cudagrad.device import get_device
 from cudagrad.distributed import state
 from cudagrad.realization import input_buffer
@@ -28,6 +29,7 @@ from cudagrad.tensor import Tensor, buffer_node
 
 
 def _realized_input(tensor: Tensor, op: str, communicator):
+    forbid(f"a collective ({op})")
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{op}: expected a Tensor, got {type(tensor).__name__}")
     if tensor.device != communicator.device:

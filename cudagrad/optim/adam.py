@@ -40,8 +40,9 @@ class Adam(Optimizer):
         new_exp_avg = exp_avg * beta1 + grad * (1.0 - beta1)
         new_exp_avg_sq = exp_avg_sq * beta2 + (grad * grad) * (1.0 - beta2)
 
-        step_size = self._scalar("step_size", self.lr / (1.0 - beta1 ** self.step_count), param)
-        correction2_sqrt = self._scalar("correction2_sqrt", math.sqrt(1.0 - beta2 ** self.step_count), param)
+        step_size = self._scalar("step_size", lambda: self.lr / (1.0 - beta1 ** self.step_count), param)
+        correction2_sqrt = self._scalar("correction2_sqrt", lambda: math.sqrt(1.0 - beta2 ** self.step_count),
+                                        param)
         denominator = new_exp_avg_sq.sqrt() / correction2_sqrt + self.eps
 
         exp_avg.assign(new_exp_avg)

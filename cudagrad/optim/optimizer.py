@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cudagrad.capture import note_host_value, note_replay_hook
+
 
 class Optimizer:
     def __init__(self, params, lr: float, distributed: bool = False):
@@ -67,6 +69,7 @@ class Optimizer:
             average_gradients(self.params)
         self._step_scalars = {}
         self._begin_step()
+        note_replay_hook(self._begin_step)      # cg.jit: a replayed step advances it too
         written = []
         with cg.no_grad():
             for index, param in enumerate(self.params):
@@ -85,19 +88,22 @@ class Optimizer:
         """Assign the new value of param (and of its state); return what was assigned."""
         raise NotImplementedError
 
-    def _scalar(self, name: str, value: float, like):
-        """A per-step scalar as a 1-element tensor on like's device.
+    def _scalar(self, name: str, compute, like):
+        """A per-step scalar, compute(), as a 1-element tensor on like's device.
 
         Passing it as data rather than as a literal keeps the kernel source the
         same from step to step (lr schedules, Adam's bias corrections), so the
-        compiled kernels are reused instead of rebuilt.
+        compiled kernels are reused instead of rebuilt. compute is a function so
+        that a step replayed by cg.jit can compute this step's value again.
         """
         import cudagrad as cg
 
         key = (name, like.dtype, like.device)
         if key not in self._step_scalars:
-            self._step_scalars[key] = cg.tensor(np.array([value], dtype=np.float64), dtype=like.dtype,
-                                                device=like.device, requires_grad=False)
+            scalar = cg.tensor(np.array([compute()], dtype=np.float64), dtype=like.dtype,
+                               device=like.device, requires_grad=False)
+            note_host_value(scalar, compute)
+            self._step_scalars[key] = scalar
         return self._step_scalars[key]
 
     @staticmethod

@@ -35,6 +35,6 @@ class SGD(Optimizer):
             buffer.assign(new_buffer)
             written.append(buffer)
             direction = grad + new_buffer * self.momentum if self.nesterov else new_buffer
-        param.assign(param - self._scalar("lr", self.lr, param) * direction)
+        param.assign(param - self._scalar("lr", lambda: self.lr, param) * direction)
         written.append(param)
         return written

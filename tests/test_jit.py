@@ -1,0 +1,248 @@
+"""cg.jit: a step captured on its second call and replayed from the third, against numpy
+(hand-derived gradients) and against the same step run without cg.jit."""
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import cudagrad as cg
+import cudagrad.nn.functional as F
+
+# `device`, `rng` are fixtures of conftest.py: cpu, and cuda where a GPU is usable.
+
+
+def numpy_adam_step(p, m, v, g, t, lr, betas=(0.9, 0.999), eps=1e-8):
+    m = betas[0] * m + (1 - betas[0]) * g
+    v = betas[1] * v + (1 - betas[1]) * g * g
+    p = p - lr / (1 - betas[0] ** t) * m / (np.sqrt(v) / math.sqrt(1 - betas[1] ** t) + eps)
+    return p, m, v
+
+
+def test_adam_step_matches_numpy_with_new_arguments_each_call(device, rng):
+    """loss = 0.5 sum(p^2) + sum(c p): gradient p + c, with a fresh c every call."""
+    start = rng.normal(size=(5, 7))
+    param = cg.tensor(start, dtype=cg.float64, device=device)
+    opt = cg.optim.Adam([param], lr=0.05)
+    bodies = []
+
+    @cg.jit
+    def step(c):
+        bodies.append(1)
+        opt.zero_grad()
+        loss = (param * param).sum() * 0.5 + (param * c).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    p, m, v = start.copy(), np.zeros_like(start), np.zeros_like(start)
+    for t in range(1, 9):
+        c = rng.normal(size=(5, 7))
+        loss = step(cg.tensor(c, dtype=cg.float64, device=device, requires_grad=False))
+        expected_loss = 0.5 * (p * p).sum() + (c * p).sum()
+        p, m, v = numpy_adam_step(p, m, v, p + c, t, lr=0.05)
+        np.testing.assert_allclose(loss.item(), expected_loss, rtol=1e-12, err_msg=f"call {t}")
+        np.testing.assert_allclose(param.numpy(), p, rtol=1e-11, atol=1e-12, err_msg=f"call {t}")
+    assert len(bodies) == 2          # a warm-up and the capture; the other six were replays
+    assert step.captures == 1
+    assert opt.step_count == 8       # replays advance the optimizer's counter too
+    assert param.grad is None        # the gradients stay inside a captured step
+
+
+def test_sgd_momentum_regression_matches_numpy_and_follows_lr_changes(device, rng):
+    """y = x W + b, MSE, SGD with momentum; lr changed between calls takes effect."""
+    w0, b0 = rng.normal(size=(4, 3)), rng.normal(size=3)
+    w = cg.tensor(w0, dtype=cg.float64, device=device)
+    b = cg.tensor(b0, dtype=cg.float64, device=device)
+    opt = cg.optim.SGD([w, b], lr=0.1, momentum=0.9)
+
+    @cg.jit
+    def step(x, y):
+        opt.zero_grad()
+        prediction = x @ w + b           # built before the update: it keeps the old weights
+        loss = ((prediction - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        return loss, prediction, x @ w + b      # the last one after it: the new weights
+
+    wn, bn, mw, mb = w0.copy(), b0.copy(), np.zeros_like(w0), np.zeros_like(b0)
+    for call in range(7):
+        lr = 0.1 if call < 4 else 0.02
+        opt.lr = lr
+        x, y = rng.normal(size=(6, 4)), rng.normal(size=(6, 3))
+        loss, prediction, after = step(cg.tensor(x, dtype=cg.float64, device=device, requires_grad=False),
+                                       cg.tensor(y, dtype=cg.float64, device=device, requires_grad=False))
+        out = x @ wn + bn
+        np.testing.assert_allclose(prediction.numpy(), out, rtol=1e-12, atol=1e-12, err_msg=f"call {call}")
+        np.testing.assert_allclose(loss.item(), ((out - y) ** 2).mean(), rtol=1e-12)
+        grad_out = 2 * (out - y) / out.size
+        mw, mb = 0.9 * mw + x.T @ grad_out, 0.9 * mb + grad_out.sum(axis=0)
+        wn, bn = wn - lr * mw, bn - lr * mb
+        np.testing.assert_allclose(after.numpy(), x @ wn + bn, rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(w.numpy(), wn, rtol=1e-11, atol=1e-12, err_msg=f"call {call}")
+        np.testing.assert_allclose(b.numpy(), bn, rtol=1e-11, atol=1e-12, err_msg=f"call {call}")
+
+
+def _mlp(device, seed):
+    cg.manual_seed(seed)
+    model = cg.nn.Sequential(cg.nn.Linear(12, 16, device=device), cg.nn.ReLU(),
+                             cg.nn.Linear(16, 16, device=device), cg.nn.ReLU(),
+                             cg.nn.Linear(16, 5, device=device))
+    return model, cg.optim.Adam(model.parameters(), lr=1e-2)
+
+
+def test_mlp_cross_entropy_adam_matches_the_step_without_jit(device, rng):
+    plain_model, plain_opt = _mlp(device, 7)
+    jit_model, jit_opt = _mlp(device, 7)
+
+    def plain_step(x, labels):
+        plain_opt.zero_grad()
+        loss = F.cross_entropy(plain_model(x), labels)
+        loss.backward()
+        plain_opt.step()
+        return loss
+
+    @cg.jit
+    def jit_step(x, labels):
+        jit_opt.zero_grad()
+        loss = F.cross_entropy(jit_model(x), labels)
+        loss.backward()
+        jit_opt.step()
+        return loss
+
+    for call in range(6):
+        x_np, labels_np = rng.standard_normal((9, 12), dtype=np.float32), rng.integers(0, 5, 9)
+        expected = plain_step(cg.tensor(x_np, device=device, requires_grad=False), labels_np).item()
+        before = cg.stats()["kernels_launched"]
+        got = jit_step(cg.tensor(x_np, device=device, requires_grad=False),
+                       cg.tensor(labels_np, dtype=cg.int32, device=device, requires_grad=False))
+        launched = cg.stats()["kernels_launched"] - before
+        np.testing.assert_allclose(got.item(), expected, rtol=1e-6, err_msg=f"call {call}")
+        if call == 1:
+            captured_launches = launched
+        elif call > 1:
+            assert launched == captured_launches      # the replay launches exactly the capture's kernels
+    for ours, theirs in zip(jit_model.parameters(), plain_model.parameters(), strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+    assert "def replay(arg_0, arg_1):" in jit_step.source
+
+
+def test_new_argument_shapes_get_a_capture_of_their_own(device, rng):
+    weight = cg.tensor(rng.normal(size=(3, 2)), dtype=cg.float64, device=device, requires_grad=False)
+
+    @cg.jit
+    def project(x):
+        return (x @ weight).relu()
+
+    for batch in (4, 1, 4, 1, 4, 1, 4):
+        x = rng.normal(size=(batch, 3))
+        got = project(cg.tensor(x, dtype=cg.float64, device=device, requires_grad=False))
+        np.testing.assert_allclose(got.numpy(), np.maximum(x @ weight.numpy(), 0), rtol=1e-12)
+    assert project.captures == 2
+
+
+def test_python_arguments_select_captures_and_methods_bind(device, rng):
+    class Scaler:
+        @cg.jit
+        def apply(self, x, factor):
+            return x * factor
+
+    scaler = Scaler()
+    for factor in (2.0, 3.0, 2.0, 3.0, 2.0, 3.0):
+        x = rng.normal(size=5)
+        got = scaler.apply(cg.tensor(x, dtype=cg.float64, device=device, requires_grad=False), factor)
+        np.testing.assert_allclose(got.numpy(), x * factor, rtol=1e-15)
+    assert Scaler.apply.captures == 2
+
+
+def _fresh_param(device, rng):
+    return cg.tensor(rng.normal(size=4), dtype=cg.float64, device=device)
+
+
+def _call_three_times(function, *args):
+    for _ in range(3):
+        function(*args)
+
+
+def test_reading_values_inside_the_captured_call_is_refused(device, rng):
+    param = _fresh_param(device, rng)
+
+    @cg.jit
+    def step():
+        loss = (param * param).sum()
+        if loss.item() > 1e9:          # Python deciding on a value: a replay could not
+            return loss * 0
+        return loss
+
+    with pytest.raises(cg.JitError, match=r"reading a tensor's values on the host"):
+        _call_three_times(step)
+
+
+def test_host_data_made_inside_the_call_is_refused(device, rng):
+    param = _fresh_param(device, rng)
+
+    @cg.jit
+    def step():
+        noise = cg.tensor(np.random.default_rng().normal(size=4), dtype=cg.float64, device=device,
+                          requires_grad=False)
+        return param + noise
+
+    with pytest.raises(cg.JitError, match=r"shape \[4\] \(float64\) made from host data"):
+        _call_three_times(step)
+
+
+def test_accumulating_onto_a_gradient_from_before_the_call_is_refused(device, rng):
+    param = _fresh_param(device, rng)
+    opt = cg.optim.SGD([param], lr=0.1)
+
+    @cg.jit
+    def step():                      # no zero_grad: gradients would pile up across calls
+        loss = (param * param).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    with pytest.raises(cg.JitError, match="call zero_grad"):
+        _call_three_times(step)
+
+
+def test_results_must_be_tensors_and_arguments_hashable(device, rng):
+    param = _fresh_param(device, rng)
+
+    @cg.jit
+    def step(x):
+        return {"sum": (param + x).sum()}
+
+    x = cg.tensor(rng.normal(size=4), dtype=cg.float64, device=device, requires_grad=False)
+    with pytest.raises(cg.JitError, match="returned a dict"):
+        _call_three_times(step, x)
+    with pytest.raises(TypeError, match=r"argument 0 is a ndarray"):
+        step(np.ones(4))
+
+
+def test_replays_keep_memory_flat(device, rng):
+    model, opt = _mlp(device, 3)
+
+    @cg.jit
+    def step(x, labels):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        opt.step()
+        return loss
+
+    x = cg.tensor(rng.standard_normal((9, 12), dtype=np.float32), device=device, requires_grad=False)
+    labels = cg.tensor(rng.integers(0, 5, 9), dtype=cg.int32, device=device, requires_grad=False)
+    for _ in range(50):
+        step(x, labels)
+    tracemalloc.start()
+    try:
+        for _ in range(200):
+            step(x, labels)
+        middle, _ = tracemalloc.get_traced_memory()
+        for _ in range(400):
+            step(x, labels)
+        end, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert end - middle < 64 * 1024, f"{end - middle} bytes more after 400 more replays"
