@@ -305,6 +305,10 @@ class jit:  # noqa: N801 (a decorator, named as functions are)
         return sum(entry.replay is not None for entry in self._entries.values())
 
     def __call__(self, *args, **kwargs):
+        if hooks.ACTIVE[0] is not None and hooks.current() is not None:
+            # called inside another jit function's capture: run the body, so that the
+            # outer capture records its launches (a replay here would bypass the record)
+            return self.function(*args, **kwargs)
         signature, tensors = _signature(args, kwargs)
         entry = self._entries.get(signature)
         if entry is None:
@@ -319,8 +323,8 @@ class jit:  # noqa: N801 (a decorator, named as functions are)
 
     def _capture(self, entry: _Entry, tensors: list, args: tuple, kwargs: dict):
         if hooks.ACTIVE[0] is not None:
-            raise JitError("cg.jit: a jit function was called while another one is being "
-                           "captured (nesting is not supported)")
+            raise JitError("cg.jit: another thread is capturing a jit function; capture one "
+                           "function at a time")
         for tensor in tensors:
             tensor._realized_node()
         capture = Capture(tensors)

@@ -155,6 +155,27 @@ def test_python_arguments_select_captures_and_methods_bind(device, rng):
     assert Scaler.apply.captures == 2
 
 
+def test_a_jit_function_called_inside_another_is_recorded_by_the_outer(device, rng):
+    weight = cg.tensor(rng.normal(size=(3, 3)), dtype=cg.float64, device=device, requires_grad=False)
+
+    @cg.jit
+    def inner(x):
+        return x @ weight
+
+    @cg.jit
+    def outer(x):
+        return inner(x).exp() + 1
+
+    for call in range(5):
+        x = rng.normal(size=(2, 3))
+        if call == 3:                          # inner already replays on its own
+            for _ in range(3):
+                inner(cg.tensor(x, dtype=cg.float64, device=device, requires_grad=False))
+        got = outer(cg.tensor(x, dtype=cg.float64, device=device, requires_grad=False))
+        np.testing.assert_allclose(got.numpy(), np.exp(x @ weight.numpy()) + 1, rtol=1e-12)
+    assert outer.captures == 1
+
+
 def _fresh_param(device, rng):
     return cg.tensor(rng.normal(size=4), dtype=cg.float64, device=device)
 
