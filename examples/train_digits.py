@@ -66,6 +66,25 @@ def train_step(model, optimizer, x_batch, y_batch, device: str) -> float:
     return loss.item()
 
 
+def make_jit_step(model, optimizer):
+    """The same step under cg.jit: captured on its second call, then replayed without
+    building its graph. It takes tensors (labels too) and returns the loss as a tensor:
+    reading it happens outside, after the call."""
+    @cg.jit
+    def jit_step(x, labels):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        cg.realize(loss, *optimizer.schedule_step())
+        return loss
+
+    def train_step_jit(model, optimizer, x_batch, y_batch, device: str) -> float:
+        x = cg.tensor(x_batch, device=device, requires_grad=False)
+        labels = cg.tensor(y_batch, dtype=cg.int32, device=device, requires_grad=False)
+        return jit_step(x, labels).item()
+    return train_step_jit
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cg.default_device()")
@@ -78,6 +97,7 @@ def main(argv=None) -> int:
     parser.add_argument("--save", metavar="PATH", help="write the trained weights (.npz) here")
     parser.add_argument("--load", metavar="PATH", help="start from these weights")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar (for logs)")
+    parser.add_argument("--jit", action="store_true", help="replay the captured step (cg.jit)")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -91,6 +111,7 @@ def main(argv=None) -> int:
         model.load_state_dict(cg.load(args.load))
         print(f"loaded {args.load}: test accuracy {accuracy(model, x_test, y_test, device):.4f}")
     optimizer = cg.optim.Adam(model.parameters(), lr=args.lr)
+    step = make_jit_step(model, optimizer) if args.jit else train_step
 
     steps_per_epoch = len(x_train) // args.batch_size
     total_steps = args.epochs * steps_per_epoch
@@ -107,7 +128,7 @@ def main(argv=None) -> int:
                 break
             launched_before = cg.stats()["kernels_launched"]
             started = time.perf_counter()
-            losses.append(train_step(model, optimizer, x_batch, y_batch, device))
+            losses.append(step(model, optimizer, x_batch, y_batch, device))
             step_seconds.append(time.perf_counter() - started)
             step_kernels.append(cg.stats()["kernels_launched"] - launched_before)
             progress.update(1)

@@ -38,3 +38,14 @@ def test_short_run_loss_falls_and_reports_the_step(tmp_path):
     reloaded = run_example("--load", str(checkpoint), "--epochs", "0")
     assert float(re.search(r"loaded .*: test accuracy ([\d.]+)", reloaded).group(1)) == accuracy
     assert float(re.search(r"test accuracy: ([\d.]+)$", reloaded.strip()).group(1)) == accuracy
+
+
+def test_the_jit_step_trains_as_the_plain_one():
+    """--jit replays the captured step: the same losses as the step run as written."""
+    plain = run_example("--steps", "12")
+    replayed = run_example("--steps", "12", "--jit")
+    losses = [tuple(map(float, re.search(r"loss: first ([\d.]+), last ([\d.]+)", output).groups()))
+              for output in (plain, replayed)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5), (plain, replayed)
+    accuracies = [float(re.search(r"test accuracy: ([\d.]+)", output).group(1)) for output in (plain, replayed)]
+    assert accuracies[0] == pytest.approx(accuracies[1], abs=0.002)
