@@ -85,3 +85,16 @@ def forget_host_buffer(tensor) -> None:
         node = tensor._node
         capture.host_buffers.pop(id(node.realized if node.realized is not None else node.arg.buffer),
                                  None)
+
+
+def note_gradient_read(leaf) -> None:
+    """An optimizer reads leaf's gradient. One made before the call came from a backward()
+    the replay would not repeat (its inputs are that call's data): refused."""
+    capture = current()
+    if capture is None:
+        return
+    has_gradient = leaf._grad is not None or leaf._pending_backward is not None
+    if has_gradient and id(leaf) not in capture.gradients:
+        raise JitError(f"cg.jit: the function reads a gradient (of a tensor of shape "
+                       f"{list(leaf.shape)}) computed before the call; a replay would reuse that "
+                       "backward's data. Call backward() inside the function")

@@ -16,7 +16,7 @@ import numpy as np
 from cudagrad import dtypes
 from cudagrad.capture import ACTIVE as _CAPTURING
 from cudagrad.capture import current as current_capture
-from cudagrad.capture import forbid, note_gradients, note_host_buffer
+from cudagrad.capture import forbid, note_gradient_read, note_gradients, note_host_buffer
 from cudagrad.checks import GradientError
 from cudagrad.device import canonical_device, get_device
 from cudagrad.ir import ops as ir
@@ -271,6 +271,8 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
     @property
     def grad_tensor(self) -> Tensor | None:
         """The gradient as a lazy tensor (nothing runs until it is read)."""
+        if _CAPTURING[0] is not None:
+            note_gradient_read(self)
         if self._pending_backward is not None:
             self._pending_backward.materialize()
         return self._grad

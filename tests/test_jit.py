@@ -227,6 +227,17 @@ def test_accumulating_onto_a_gradient_from_before_the_call_is_refused(device, rn
         _call_three_times(step)
 
 
+def test_an_update_of_gradients_computed_outside_the_call_is_refused(device, rng):
+    param = _fresh_param(device, rng)
+    opt = cg.optim.SGD([param], lr=0.1)
+    update = cg.jit(opt.step)         # backward() runs outside: its data is not the replay's
+    with pytest.raises(cg.JitError, match="computed before the call"):
+        for _ in range(3):
+            opt.zero_grad()
+            (param * param).sum().backward()
+            update()
+
+
 def test_results_must_be_tensors_and_arguments_hashable(device, rng):
     param = _fresh_param(device, rng)
 
