@@ -96,7 +96,7 @@ def storage_to_host(dtype: dtypes.DType, array: np.ndarray) -> np.ndarray:
 
 class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py binds
     __slots__ = ("_node", "requires_grad", "_grad", "_pending_backward", "_pending", "_is_leaf",
-                 "__weakref__")
+                 "_accumulated", "__weakref__")
     __array_priority__ = 1000     # numpy scalars on the left defer to our operators
 
     def __init__(self, node: Node, requires_grad: bool = False, leaf: bool = False):
@@ -329,7 +329,9 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
             if grad.op == Op.BUFFER or grad.realized is not None:
                 grad = ir.detach(grad)       # a gradient owns its buffer, never aliases data
             if leaf._grad is not None:
-                grad = ir.add(leaf._grad._node, grad)
+                grad = ir.add(_accumulation_base(leaf), grad)
+            else:
+                leaf._accumulated = 0
             leaf._grad = Tensor(grad)
             _LEAF_OWNERS[id(leaf)] = weakref.ref(leaf)
         if len(_LEAF_OWNERS) >= _leaf_sweep_at[0]:
@@ -358,6 +360,27 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
     def kernels(self) -> list:
         target = self._pending if self._pending is not None else self._node
         return kernels_for([target])
+
+
+# A gradient summed over many backward() calls and never read (an input tensor that
+# requires grad, reused every step) would grow a chain of lazy additions, each holding its
+# step's whole graph alive. Every this many additions the sum is computed and the chain cut.
+REALIZE_ACCUMULATED_EVERY = 8
+
+
+def _accumulation_base(leaf: Tensor) -> Node:
+    """The node a new gradient of leaf is added to: its gradient so far, computed and held
+    as a plain buffer once it sums REALIZE_ACCUMULATED_EVERY backward() calls."""
+    grad = leaf._grad
+    assert grad is not None
+    count = getattr(leaf, "_accumulated", 0) + 1
+    node = grad._node
+    if count >= REALIZE_ACCUMULATED_EVERY and node.op is not Op.BUFFER:
+        node = grad._realized_node()
+        node = buffer_node(input_buffer(node), node.shape, node.dtype, node.device)
+        count = 0
+    leaf._accumulated = count
+    return node
 
 
 def _leaves_requiring_grad(order: list[Node]) -> list[Tensor]:

@@ -87,3 +87,34 @@ def test_tiny_steps_make_no_reference_cycles():
         gc.set_debug(0)
         gc.garbage.clear()
     assert not cycles, f"the hot path left {len(cycles)} objects in cycles: {sorted(set(cycles))}"
+
+
+def test_a_gradient_accumulated_over_many_steps_keeps_memory_flat_and_sums_right(device):
+    """An input that requires grad (cg.tensor's default), reused every step and never read:
+    its gradient sums every step's. It must neither hold every step's graph alive nor be
+    wrong when read at the end (hand-derived: loss = mean((x @ w)^2) gives
+    dloss/dx = 2 (x @ w) @ w.T / size, summed over the steps' w)."""
+    import numpy as np
+    rng = np.random.default_rng()
+    x_np = rng.normal(size=(6, 5))
+    w_np = rng.normal(size=(5, 4))
+    x = cg.tensor(x_np, dtype=cg.float64, device=device)            # requires grad
+    w = cg.tensor(w_np, dtype=cg.float64, device=device)
+    opt = cg.optim.SGD([w], lr=0.05)
+    expected_x_grad = np.zeros_like(x_np)
+    live = []
+    for step in range(60):
+        opt.zero_grad()
+        out = x @ w
+        loss = (out * out).mean()
+        loss.backward()
+        opt.step()
+        expected_x_grad += 2 * (x_np @ w_np) @ w_np.T / out.numel()
+        w_np = w_np - 0.05 * x_np.T @ (2 * (x_np @ w_np) / out.numel())
+        if step in (20, 59):
+            gc.collect()
+            ir_node.sweep_nodes()
+            live.append(sum(1 for ref in ir_node._NODES.values() if ref() is not None))
+    assert live[1] <= live[0] + 20, f"live graph nodes grew from {live[0]} to {live[1]} over 39 steps"
+    np.testing.assert_allclose(x.grad_tensor.numpy(), expected_x_grad, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(w.numpy(), w_np, rtol=1e-10, atol=1e-12)
