@@ -98,6 +98,7 @@ class Tensor(TensorOps):    # TensorOps: the types of the operators methods.py b
     __slots__ = ("_node", "requires_grad", "_grad", "_pending_backward", "_pending", "_is_leaf",
                  "_accumulated", "__weakref__")
     __array_priority__ = 1000     # numpy scalars on the left defer to our operators
+    _accumulated: int             # backward() calls summed in _grad since it was last computed
 
     def __init__(self, node: Node, requires_grad: bool = False, leaf: bool = False):
         self._node = node
