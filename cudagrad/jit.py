@@ -46,7 +46,7 @@ import numpy as np
 from cudagrad import capture as hooks
 from cudagrad.capture import JitError
 from cudagrad.device import get_device
-from cudagrad.ir.node import Op
+from cudagrad.ir.node import Op, prod
 from cudagrad.runtime.stats import STATS
 
 _BUFFER = Op.BUFFER
@@ -76,6 +76,13 @@ class Capture:
         self.assigned: list = []                   # tensors assign()ed during the call
         self.counter = 0
         self.global_names: dict[int, str] = {}     # id(object) -> its name among the globals
+        # the same record as data, for a replay on buffers of its own (static.py)
+        self.launches: list = []                   # (device, program, buffer names)
+        self.allocations: dict[str, int] = {}      # out name -> bytes
+        self.rebinds: list = []                    # (weakref to the tensor, buffer name)
+        self.state: dict[str, Any] = {}            # state name -> weakref to its tensor
+        self.output_names: list[str] = []
+        self.argument_bytes = [_buffer_of(tensor._node).nbytes for tensor in arguments]
         for index, tensor in enumerate(arguments):
             buffer = _buffer_of(tensor._node)
             self.kept.append(buffer)
@@ -101,7 +108,7 @@ class Capture:
         if owner is not None and owner._node is node:
             # a parameter or optimizer state: an update rebinds it, so read it at each replay
             name = self._new("state")
-            self.names[f"ref_{name}"] = weakref.ref(owner)
+            self.names[f"ref_{name}"] = self.state[name] = weakref.ref(owner)
             self.state_lines.append(f"    {name} = read_state(ref_{name})")
             if owner.requires_grad:
                 self.gradient_refs.append(f"ref_{name}")
@@ -142,7 +149,9 @@ class Capture:
                 local[index] = name
                 allocate = self._global(device, "device") + ".allocate"
                 self.body.append(f"    {name} = {allocate}({nbytes})")
+                self.allocations[name] = nbytes
             buffers = [local[index] for index in step.outputs + step.inputs]
+            self.launches.append((device, step.program, buffers))
             if direct:
                 kernel = self._global(device.c_function(step.program), "kernel")
                 arguments = ", ".join(f"{buffer}.ptr" for buffer in buffers)
@@ -160,6 +169,7 @@ class Capture:
         source = self.source_of(node.arg.buffer, node)
         ref = self._global(weakref.ref(tensor), "ref_assigned")
         self.body.append(f"    rebind({ref}, {source})")
+        self.rebinds.append((self.names[ref], source))
 
     def _global(self, value, prefix: str) -> str:
         """A name for value in the replay function's globals (one per distinct object)."""
@@ -184,7 +194,13 @@ class Capture:
             name = self.source_of(_buffer_of(node), node)
             metadata.append((name, node.shape, node.dtype, node.device))
         assert all(isinstance(t, Tensor) for t in outputs)
+        self.output_names = [name for name, *_ in metadata]
         return metadata
+
+    def host_bytes(self) -> dict[str, int]:
+        """Each recomputed host value's name -> its size in bytes."""
+        return {action[1]: prod(action[3]) * action[4].itemsize
+                for action in self.host_actions if action[0] == "value"}
 
     def source(self, metadata: list) -> str:
         arguments = ", ".join(f"arg_{index}" for index in range(self.argument_count))
@@ -278,19 +294,37 @@ class _Entry:
         self.replay: Any = None
         self.source = ""
         self.outputs: list = []       # (shape, dtype, device) per returned tensor
+        self.static: Any = None       # a StaticReplay, where the step qualifies
         self.shape_of_result: Any = None
 
 
-class jit:  # noqa: N801 (a decorator, named as functions are)
+def jit(function=None, *, graph: bool | None = None):
     """Capture a step function on its second call and replay its kernels from the third
-    on (module docstring). `.source` shows the latest replay function."""
+    on (module docstring); as a decorator, @cg.jit or @cg.jit(graph=False).
 
-    def __init__(self, function):
+    graph: replay on buffers of the replay's own, captured once into a CUDA graph and
+    launched with one call (static_replay.py). None (the default): where the step runs
+    on the cuda device; False: never (each kernel launched from Python, fresh buffers);
+    True: also on the cpu, where the same fixed-buffer replay runs its launches in order.
+    """
+    if function is None:
+        return lambda function: JitFunction(function, graph)
+    return JitFunction(function, graph)
+
+
+class JitFunction:
+    """What cg.jit returns: call it as the function. `.source` shows the latest replay
+    function, `.captures` counts the captured signatures, `.reset()` forgets them,
+    `.replays` counts replays on fixed buffers ("graph") and fresh ones ("plain")."""
+
+    def __init__(self, function, graph: bool | None = None):
         functools.update_wrapper(self, function)
         self.function = function
+        self.graph = graph
         self._entries: dict[tuple, _Entry] = {}
         self._lock = threading.Lock()
         self.source = ""
+        self.replays = {"graph": 0, "plain": 0}
 
     def __get__(self, instance, owner=None):      # as a method: bind the instance
         return self if instance is None else functools.partial(self.__call__, instance)
@@ -345,12 +379,27 @@ class jit:  # noqa: N801 (a decorator, named as functions are)
                                  else type(result))
         entry.source = self.source = source
         entry.replay = names["replay"]
+        entry.static = self._static_replay(capture)
         return result
+
+    def _static_replay(self, capture: Capture):
+        from cudagrad.static_replay import StaticReplay
+        if self.graph is False or not capture.launches or not StaticReplay.eligible(capture):
+            return None
+        on_cuda = all(device.name == "cuda" for device, _, _ in capture.launches)
+        if self.graph is None and not on_cuda:
+            return None
+        return StaticReplay(capture, capture.host_bytes(), use_graph=on_cuda)
 
     def _replay(self, entry: _Entry, tensors: list):
         from cudagrad.tensor import Tensor, buffer_node
         buffers = [_buffer_of(tensor._realized_node()) for tensor in tensors]
-        produced = entry.replay(*buffers)
+        produced = entry.static.run(buffers) if entry.static is not None else None
+        if produced is None:
+            produced = entry.replay(*buffers)
+            self.replays["plain"] += 1
+        else:
+            self.replays["graph"] += 1
         results = [Tensor(buffer_node(buffer, shape, dtype, device), False)
                    for buffer, (shape, dtype, device) in zip(produced, entry.outputs)]
         kind = entry.shape_of_result

@@ -12,6 +12,14 @@ import cudagrad.nn.functional as F
 # `device`, `rng` are fixtures of conftest.py: cpu, and cuda where a GPU is usable.
 
 
+@pytest.fixture(params=[False, True], ids=["plain", "graph"])
+def graph(request):
+    """Each replay both ways: fresh buffers launched one by one, and the fixed-buffer
+    replay (a CUDA graph on the cuda device; the same bookkeeping, launched in order, on
+    the cpu)."""
+    return request.param
+
+
 def numpy_adam_step(p, m, v, g, t, lr, betas=(0.9, 0.999), eps=1e-8):
     m = betas[0] * m + (1 - betas[0]) * g
     v = betas[1] * v + (1 - betas[1]) * g * g
@@ -19,14 +27,14 @@ def numpy_adam_step(p, m, v, g, t, lr, betas=(0.9, 0.999), eps=1e-8):
     return p, m, v
 
 
-def test_adam_step_matches_numpy_with_new_arguments_each_call(device, rng):
+def test_adam_step_matches_numpy_with_new_arguments_each_call(device, rng, graph):
     """loss = 0.5 sum(p^2) + sum(c p): gradient p + c, with a fresh c every call."""
     start = rng.normal(size=(5, 7))
     param = cg.tensor(start, dtype=cg.float64, device=device)
     opt = cg.optim.Adam([param], lr=0.05)
     bodies = []
 
-    @cg.jit
+    @cg.jit(graph=graph)
     def step(c):
         bodies.append(1)
         opt.zero_grad()
@@ -49,14 +57,14 @@ def test_adam_step_matches_numpy_with_new_arguments_each_call(device, rng):
     assert param.grad is None        # the gradients stay inside a captured step
 
 
-def test_sgd_momentum_regression_matches_numpy_and_follows_lr_changes(device, rng):
+def test_sgd_momentum_regression_matches_numpy_and_follows_lr_changes(device, rng, graph):
     """y = x W + b, MSE, SGD with momentum; lr changed between calls takes effect."""
     w0, b0 = rng.normal(size=(4, 3)), rng.normal(size=3)
     w = cg.tensor(w0, dtype=cg.float64, device=device)
     b = cg.tensor(b0, dtype=cg.float64, device=device)
     opt = cg.optim.SGD([w, b], lr=0.1, momentum=0.9)
 
-    @cg.jit
+    @cg.jit(graph=graph)
     def step(x, y):
         opt.zero_grad()
         prediction = x @ w + b           # built before the update: it keeps the old weights
@@ -91,7 +99,7 @@ def _mlp(device, seed):
     return model, cg.optim.Adam(model.parameters(), lr=1e-2)
 
 
-def test_mlp_cross_entropy_adam_matches_the_step_without_jit(device, rng):
+def test_mlp_cross_entropy_adam_matches_the_step_without_jit(device, rng, graph):
     plain_model, plain_opt = _mlp(device, 7)
     jit_model, jit_opt = _mlp(device, 7)
 
@@ -102,7 +110,7 @@ def test_mlp_cross_entropy_adam_matches_the_step_without_jit(device, rng):
         plain_opt.step()
         return loss
 
-    @cg.jit
+    @cg.jit(graph=graph)
     def jit_step(x, labels):
         jit_opt.zero_grad()
         loss = F.cross_entropy(jit_model(x), labels)
@@ -127,10 +135,10 @@ def test_mlp_cross_entropy_adam_matches_the_step_without_jit(device, rng):
     assert "def replay(arg_0, arg_1):" in jit_step.source
 
 
-def test_new_argument_shapes_get_a_capture_of_their_own(device, rng):
+def test_new_argument_shapes_get_a_capture_of_their_own(device, rng, graph):
     weight = cg.tensor(rng.normal(size=(3, 2)), dtype=cg.float64, device=device, requires_grad=False)
 
-    @cg.jit
+    @cg.jit(graph=graph)
     def project(x):
         return (x @ weight).relu()
 
@@ -141,9 +149,9 @@ def test_new_argument_shapes_get_a_capture_of_their_own(device, rng):
     assert project.captures == 2
 
 
-def test_python_arguments_select_captures_and_methods_bind(device, rng):
+def test_python_arguments_select_captures_and_methods_bind(device, rng, graph):
     class Scaler:
-        @cg.jit
+        @cg.jit(graph=graph)
         def apply(self, x, factor):
             return x * factor
 
@@ -155,14 +163,14 @@ def test_python_arguments_select_captures_and_methods_bind(device, rng):
     assert Scaler.apply.captures == 2
 
 
-def test_a_jit_function_called_inside_another_is_recorded_by_the_outer(device, rng):
+def test_a_jit_function_called_inside_another_is_recorded_by_the_outer(device, rng, graph):
     weight = cg.tensor(rng.normal(size=(3, 3)), dtype=cg.float64, device=device, requires_grad=False)
 
-    @cg.jit
+    @cg.jit(graph=graph)
     def inner(x):
         return x @ weight
 
-    @cg.jit
+    @cg.jit(graph=graph)
     def outer(x):
         return inner(x).exp() + 1
 
@@ -185,10 +193,10 @@ def _call_three_times(function, *args):
         function(*args)
 
 
-def test_reading_values_inside_the_captured_call_is_refused(device, rng):
+def test_reading_values_inside_the_captured_call_is_refused(device, rng, graph):
     param = _fresh_param(device, rng)
 
-    @cg.jit
+    @cg.jit(graph=graph)
     def step():
         loss = (param * param).sum()
         if loss.item() > 1e9:          # Python deciding on a value: a replay could not
@@ -199,10 +207,10 @@ def test_reading_values_inside_the_captured_call_is_refused(device, rng):
         _call_three_times(step)
 
 
-def test_host_data_made_inside_the_call_is_refused(device, rng):
+def test_host_data_made_inside_the_call_is_refused(device, rng, graph):
     param = _fresh_param(device, rng)
 
-    @cg.jit
+    @cg.jit(graph=graph)
     def step():
         noise = cg.tensor(np.random.default_rng().normal(size=4), dtype=cg.float64, device=device,
                           requires_grad=False)
@@ -212,11 +220,11 @@ def test_host_data_made_inside_the_call_is_refused(device, rng):
         _call_three_times(step)
 
 
-def test_accumulating_onto_a_gradient_from_before_the_call_is_refused(device, rng):
+def test_accumulating_onto_a_gradient_from_before_the_call_is_refused(device, rng, graph):
     param = _fresh_param(device, rng)
     opt = cg.optim.SGD([param], lr=0.1)
 
-    @cg.jit
+    @cg.jit(graph=graph)
     def step():                      # no zero_grad: gradients would pile up across calls
         loss = (param * param).sum()
         loss.backward()
@@ -227,10 +235,10 @@ def test_accumulating_onto_a_gradient_from_before_the_call_is_refused(device, rn
         _call_three_times(step)
 
 
-def test_an_update_of_gradients_computed_outside_the_call_is_refused(device, rng):
+def test_an_update_of_gradients_computed_outside_the_call_is_refused(device, rng, graph):
     param = _fresh_param(device, rng)
     opt = cg.optim.SGD([param], lr=0.1)
-    update = cg.jit(opt.step)         # backward() runs outside: its data is not the replay's
+    update = cg.jit(opt.step, graph=graph)         # backward() runs outside: its data is not the replay's
     with pytest.raises(cg.JitError, match="computed before the call"):
         for _ in range(3):
             opt.zero_grad()
@@ -238,10 +246,10 @@ def test_an_update_of_gradients_computed_outside_the_call_is_refused(device, rng
             update()
 
 
-def test_results_must_be_tensors_and_arguments_hashable(device, rng):
+def test_results_must_be_tensors_and_arguments_hashable(device, rng, graph):
     param = _fresh_param(device, rng)
 
-    @cg.jit
+    @cg.jit(graph=graph)
     def step(x):
         return {"sum": (param + x).sum()}
 
@@ -252,10 +260,10 @@ def test_results_must_be_tensors_and_arguments_hashable(device, rng):
         step(np.ones(4))
 
 
-def test_replays_keep_memory_flat(device, rng):
+def test_replays_keep_memory_flat(device, rng, graph):
     model, opt = _mlp(device, 3)
 
-    @cg.jit
+    @cg.jit(graph=graph)
     def step(x, labels):
         opt.zero_grad()
         loss = F.cross_entropy(model(x), labels)
@@ -278,3 +286,60 @@ def test_replays_keep_memory_flat(device, rng):
     finally:
         tracemalloc.stop()
     assert end - middle < 64 * 1024, f"{end - middle} bytes more after 400 more replays"
+
+
+def _regression_step(device, rng, graph):
+    w = cg.tensor(rng.normal(size=(4, 3)), dtype=cg.float64, device=device)
+    opt = cg.optim.SGD([w], lr=0.1)
+
+    @cg.jit(graph=graph)
+    def step(x, y):
+        opt.zero_grad()
+        prediction = x @ w
+        loss = ((prediction - y) ** 2).sum()
+        loss.backward()
+        opt.step()
+        return loss, prediction
+    return w, step
+
+
+def _numpy_regression(w, x, y):
+    prediction = x @ w
+    return ((prediction - y) ** 2).sum(), prediction, w - 0.1 * x.T @ (2 * (prediction - y))
+
+
+def test_fixed_buffer_replay_keeps_every_kept_result_and_follows_outside_assignments(device, rng):
+    """Results held across calls keep their values (the replay then takes fresh buffers
+    for that call), and a parameter assigned outside the step is read anew."""
+    w, step = _regression_step(device, rng, graph=True)
+    w_np = w.numpy()
+    kept = []
+    for call in range(12):
+        x, y = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
+        loss, prediction = step(cg.tensor(x, dtype=cg.float64, device=device, requires_grad=False),
+                                cg.tensor(y, dtype=cg.float64, device=device, requires_grad=False))
+        expected_loss, expected_prediction, w_np = _numpy_regression(w_np, x, y)
+        if call in (3, 4):
+            kept.append((loss, prediction, expected_loss, expected_prediction))
+        if call == 8:                          # as load_state_dict would: a new value from outside
+            w_np = rng.normal(size=(4, 3))
+            w.assign(cg.tensor(w_np, dtype=cg.float64, device=device)).realize()
+        np.testing.assert_allclose(loss.item(), expected_loss, rtol=1e-12, err_msg=f"call {call}")
+        np.testing.assert_allclose(w.numpy(), w_np, rtol=1e-12, atol=1e-12, err_msg=f"call {call}")
+    for loss, prediction, expected_loss, expected_prediction in kept:
+        np.testing.assert_allclose(loss.item(), expected_loss, rtol=1e-12)
+        np.testing.assert_allclose(prediction.numpy(), expected_prediction, rtol=1e-12, atol=1e-12)
+    assert step.replays == {"graph": 10, "plain": 0}     # kept results pin nothing
+
+
+def test_fixed_buffer_replay_keeps_a_lazy_graph_on_an_old_parameter_right(device, rng):
+    w, step = _regression_step(device, rng, graph=True)
+    snapshots = []
+    for call in range(8):
+        x, y = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
+        step(cg.tensor(x, dtype=cg.float64, device=device, requires_grad=False),
+             cg.tensor(y, dtype=cg.float64, device=device, requires_grad=False))
+        snapshots.append((w * 1.0, w.numpy().copy()))     # lazy: reads w's buffer of this call
+    for call, (lazy, value) in enumerate(snapshots):
+        np.testing.assert_allclose(lazy.numpy(), value, rtol=0, atol=0, err_msg=f"call {call}")
+    assert step.replays["plain"] > 0       # the pinned values made those calls take fresh buffers

@@ -442,14 +442,17 @@ def measure_mlp(bench: Bench, name: str, label: str, widths: list[int], batch: i
         loss.backward()
         cg.realize(loss, *opt.schedule_step())
         return loss
-    if jit:
-        step = cg.jit(step)
+    jitted = cg.jit(step) if jit else None
+    if jitted is not None:
+        step = jitted      # called as step() all the same
 
     ours_losses = [step().item() for _ in range(3)]     # also the warm-up: plans built
     before = cg.stats()["kernels_launched"]
     step()
     row["kernels"] = cg.stats()["kernels_launched"] - before
     row["cudagrad_s"] = bench.seconds(step, "cudagrad")
+    if jitted is not None:     # how the replays ran: one CUDA graph launch each, or kernel by kernel
+        row["jit_replays"] = dict(jitted.replays)
 
     torch = bench.torch
 
@@ -481,6 +484,8 @@ def measure_mlp(bench: Bench, name: str, label: str, widths: list[int], batch: i
         row["reference_s"] = bench.seconds(lambda: torch_step(torch_model), "torch")
         bench.compiled_seconds(torch_model, [lambda compiled: torch_step(compiled)], row)
         row["note"] = "torch.compile compiles the model (forward and backward); its optimizer runs eagerly"
+        if jit:
+            row["note"] += f"; cg.jit replays: {row['jit_replays']}"
     if torch is not None:
         _guarded(row, torch_side)
     else:

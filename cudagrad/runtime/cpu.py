@@ -134,6 +134,16 @@ class CpuDevice:
         """Share a contiguous array's memory (DLPack and from_numpy without a copy)."""
         return CpuBuffer.of_array(array if array.ndim == 1 else array.reshape(-1))
 
+    def copy_from_numpy(self, buffer: CpuBuffer, array: np.ndarray) -> None:
+        """Overwrite the start of buffer with a host array."""
+        array = np.ascontiguousarray(array)
+        if array.nbytes > buffer.nbytes:
+            raise ValueError(f"cpu: {array.nbytes} bytes do not fit a {buffer.nbytes}-byte buffer")
+        ctypes.memmove(buffer.ptr, array.ctypes.data, array.nbytes)
+
+    def copy_buffer(self, target: CpuBuffer, source: CpuBuffer, nbytes: int) -> None:
+        ctypes.memmove(target.ptr, source.ptr, nbytes)
+
     def to_numpy(self, buffer: CpuBuffer, np_dtype, count_: int) -> np.ndarray:
         return buffer.array.view(np_dtype)[:count_].copy()
 

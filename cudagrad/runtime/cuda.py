@@ -243,6 +243,30 @@ class CudaDevice:
                 self.synchronize()  # the host array may be freed once we return
         stats.count("bytes_host_to_device", array.nbytes)
 
+    def copy_buffer(self, target: CudaBuffer, source: CudaBuffer, nbytes: int) -> None:
+        """Device to device, on our stream (ordered after the kernels before it)."""
+        self._ensure_current()
+        self._call(self._driver.cuMemcpyDtoDAsync(target.ptr, source.ptr, nbytes, self._stream),
+                   "cuMemcpyDtoD")
+
+    def capture_graph(self, launch_all) -> object:
+        """The launches launch_all() makes on our stream, captured into an instantiated CUDA
+        graph (nothing runs now); launch_graph replays it."""
+        self._ensure_current()
+        driver = self._driver
+        mode = driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        self._call(driver.cuStreamBeginCapture(self._stream, mode), "cuStreamBeginCapture")
+        try:
+            launch_all()
+        finally:
+            graph = self._call(driver.cuStreamEndCapture(self._stream), "cuStreamEndCapture")
+        executable = self._call(driver.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+        return (graph, executable)      # the graph is kept alive with its executable
+
+    def launch_graph(self, graph) -> None:
+        self._ensure_current()
+        self._call(self._driver.cuGraphLaunch(graph[1], self._stream), "cuGraphLaunch")
+
     def to_numpy(self, buffer: CudaBuffer, np_dtype, count: int) -> np.ndarray:
         result = np.empty(count, dtype=np_dtype)
         if result.nbytes > buffer.nbytes:
