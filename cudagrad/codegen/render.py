@@ -163,7 +163,8 @@ def _cuda_matmul(kernel: LoweredKernel, arch: int) -> tuple[str, dict, tuple, st
     kind = {"bfloat16": "bf16", "float32": "tf32" if tiles.precision == "tf32" else None}.get(tiles.dtype)
     if kind is not None and _wgmma_fits(tiles, kind, arch):
         tiling, shared = _wgmma_tiling(tiles, kind)
-        launch = ((tiling["n_tiles"], tiling["m_tiles"], max(1, tiles.batch)), (tiling["block"], 1, 1), shared)
+        grid = (tiling["n_tiles"], tiling["m_tiles"], max(1, tiles.batch))
+        launch = (grid, (tiling["block"], 1, 1), shared)
         return "cuda/matmul_wgmma.cu.j2", tiling, launch, "sm_90a"
     if kind is not None and arch >= MMA_MIN_ARCH:
         tiling: dict[str, Any] = dict(MMA_TILING, **MMA_KINDS[kind], kind=kind, async_copy=True)
