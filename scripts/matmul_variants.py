@@ -29,9 +29,11 @@ MMA_VARIANTS = {
 }
 # Hopper: the warpgroup kernel's variants (the mma.sync kernel above runs with it off)
 WGMMA_VARIANTS = {
-    "wgmma 256x128, 4 stages, lag 1": {},
-    "wgmma 256x128, 4 stages, lag 2": {"lag": 2},
-    "wgmma 256x128, 3 stages, lag 1": {"stages": 3},
+    "wgmma 256x128, 4 stages, async hand-over": {},
+    "wgmma 256x128, 3 stages, async hand-over": {"stages": 3},
+    "wgmma 256x128, 4 stages, lagged hand-over": {"handoff": "lagged"},
+    "wgmma 256x128, 4 stages, async, blocks in row order": {"group_m": 1},
+    "wgmma 128x256 (4 consumer warpgroups), 4 stages, async": {"tile_m": 128, "tile_n": 256},
 }
 
 

@@ -64,7 +64,7 @@ MMA_MIN_ARCH = 80          # mma.sync with TF32/bf16 operands and cp.async
 # (TF32) and hands it over. Chosen for k-contiguous a, n-contiguous b and at least
 # WGMMA_MIN_WORK multiply-adds; everything else keeps the mma.sync kernel.
 WGMMA_TILING: dict[str, Any] = {"enabled": True, "tile_m": 256, "tile_n": 128, "stages": 4, "lag": 1,
-                                "group_m": 8}
+                                "handoff": "async", "group_m": 8}
 WGMMA_ARCH = 90
 WGMMA_MIN_WORK = 1 << 27
 TYPICAL_MULTIPROCESSORS = 132      # reductions at least this long get a block per output
