@@ -31,9 +31,9 @@ MMA_VARIANTS = {
 WGMMA_VARIANTS = {
     "wgmma 256x128, 4 stages, async hand-over": {},
     "wgmma 256x128, 3 stages, async hand-over": {"stages": 3},
-    "wgmma 256x128, 4 stages, lagged hand-over": {"handoff": "lagged"},
-    "wgmma 256x128, 4 stages, async, blocks in row order": {"group_m": 1},
-    "wgmma 128x256 (4 consumer warpgroups), 4 stages, async": {"tile_m": 128, "tile_n": 256},
+    "wgmma 256x128, 4 stages, async, L2 prefetch 128B": {"l2_prefetch": "128B"},
+    "wgmma 256x128, 4 stages, async, L2 prefetch 256B": {"l2_prefetch": "256B"},
+    "wgmma 256x128, 3 stages, async, L2 prefetch 256B": {"stages": 3, "l2_prefetch": "256B"},
 }
 
 

@@ -133,7 +133,7 @@ def test_wgmma_bias_relu_epilogue_is_one_kernel(rng, seed, precision, kind):
 @gpu
 @pytest.mark.parametrize("kind", ["tf32", "bf16"])
 def test_wgmma_batched(rng, seed, precision, kind):
-    a, b, a64, b64 = operands(rng, "cuda", kind, (3, 300, 264), (264, 520))
+    a, b, a64, b64 = operands(rng, "cuda", kind, (4, 300, 264), (264, 520))
     out = a @ b
     assert "wgmma" in matmul_kernel(out).source
     error = relative_error(out.to(cg.float64).numpy(), a64 @ b64)

@@ -64,7 +64,7 @@ MMA_MIN_ARCH = 80          # mma.sync with TF32/bf16 operands and cp.async
 # (TF32) and hands it over. Chosen for k-contiguous a, n-contiguous b and at least
 # WGMMA_MIN_WORK multiply-adds; everything else keeps the mma.sync kernel.
 WGMMA_TILING: dict[str, Any] = {"enabled": True, "tile_m": 256, "tile_n": 128, "stages": 4, "lag": 1,
-                                "handoff": "async", "group_m": 8}
+                                "handoff": "async", "group_m": 8, "l2_prefetch": ""}
 WGMMA_ARCH = 90
 WGMMA_MIN_WORK = 1 << 27
 TYPICAL_MULTIPROCESSORS = 132      # reductions at least this long get a block per output
@@ -162,10 +162,9 @@ def _cuda_matmul(kernel: LoweredKernel, arch: int) -> tuple[str, dict, tuple, st
     assert tiles is not None
     kind = {"bfloat16": "bf16", "float32": "tf32" if tiles.precision == "tf32" else None}.get(tiles.dtype)
     if kind is not None and _wgmma_fits(tiles, kind, arch):
-        tiling, shared = _wgmma_tiling(tiles, kind)
-        grid = (tiling["n_tiles"], tiling["m_tiles"], max(1, tiles.batch))
-        launch = (grid, (tiling["block"], 1, 1), shared)
-        return "cuda/matmul_wgmma.cu.j2", tiling, launch, "sm_90a"
+        wgmma, wgmma_shared = _wgmma_tiling(tiles, kind)
+        grid = (wgmma["n_tiles"], wgmma["m_tiles"], max(1, tiles.batch))
+        return "cuda/matmul_wgmma.cu.j2", wgmma, (grid, (wgmma["block"], 1, 1), wgmma_shared), "sm_90a"
     if kind is not None and arch >= MMA_MIN_ARCH:
         tiling: dict[str, Any] = dict(MMA_TILING, **MMA_KINDS[kind], kind=kind, async_copy=True)
         tiling["block"] = 32 * tiling["warps_m"] * tiling["warps_n"]
