@@ -85,8 +85,12 @@ def test_sm80_never_takes_wgmma(rng, precision, monkeypatch):
     assert "wgmma" not in matmul_kernel(a @ b).source
 
 
+@pytest.mark.parametrize("variant", [{}, {"handoff": "lagged"}, {"stages": 3, "l2_prefetch": "256B"}], ids=str)
 @pytest.mark.parametrize("kind", ["tf32", "bf16"])
-def test_wgmma_kernel_compiles_for_sm90a(rng, precision, hopper, kind):
+def test_wgmma_kernel_compiles_for_sm90a(rng, precision, hopper, monkeypatch, kind, variant):
+    """The default and the variants scripts/matmul_variants.py measures."""
+    for key, value in variant.items():
+        monkeypatch.setitem(render.WGMMA_TILING, key, value)
     nvrtc = pytest.importorskip("cudagrad.runtime.nvrtc")
     pytest.importorskip("cuda.bindings.nvrtc")
     a, b, _, _ = operands(rng, "cpu", kind, (1000, 520), (520, 1048))

@@ -59,10 +59,12 @@ MMA_MIN_ARCH = 80          # mma.sync with TF32/bf16 operands and cp.async
 # (K step)x128 tile of b (n-contiguous, padded: read into registers) per stage with cp.async;
 # 2 consumer warpgroups each multiply 64 columns of n by the 256 rows of m with wgmma, which
 # computes out^T = b^T a^T (b^T as the register operand, so neither operand needs a
-# transposed shared layout: TF32 wgmma reads shared operands k-major only). "lag": stages
-# a producer thread keeps in flight before it waits for its oldest copy to land, rounds it
-# (TF32) and hands it over. Chosen for k-contiguous a, n-contiguous b and at least
-# WGMMA_MIN_WORK multiply-adds; everything else keeps the mma.sync kernel.
+# transposed shared layout: TF32 wgmma reads shared operands k-major only). "handoff":
+# "async" passes a stage on when its copies land (cp.async.mbarrier.arrive); "lagged" has
+# each producer thread wait for its copies `lag` stages later and round TF32 tiles in shared
+# memory first (slower: 32% of cuBLAS TF32 against 55%, H100, docs/BENCHMARKS.md). Chosen
+# for k-contiguous a, n-contiguous b and at least WGMMA_MIN_WORK multiply-adds; everything
+# else keeps the mma.sync kernel. l2_prefetch: "", "128B" or "256B" (no gain measured).
 WGMMA_TILING: dict[str, Any] = {"enabled": True, "tile_m": 256, "tile_n": 128, "stages": 4, "lag": 1,
                                 "handoff": "async", "group_m": 8, "l2_prefetch": ""}
 WGMMA_ARCH = 90
@@ -137,6 +139,8 @@ def _wgmma_fits(tiles, kind: str | None, arch: int) -> bool:
 def _wgmma_tiling(tiles, kind: str) -> tuple[dict, int]:
     """The warpgroup kernel's template values and its dynamic shared memory in bytes."""
     tiling: dict[str, Any] = dict(WGMMA_TILING, **MMA_KINDS[kind], kind=kind)
+    # a producer running `lag` stages behind its copies must still be able to free a stage
+    assert 0 < tiling["lag"] < tiling["stages"], "wgmma: lag must be below the stage count"
     tiling["consumers"] = tiling["tile_n"] // 64           # one warpgroup a 64-column slice of n
     tiling["block"] = 128 * (1 + tiling["consumers"])
     element = tiling["element_bytes"]
