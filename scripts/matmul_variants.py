@@ -27,6 +27,14 @@ SIMT_VARIANTS = {
 MMA_VARIANTS = {
     "mma 128x128, 8 warps of 64x32": {},
 }
+# Hopper: the warpgroup kernel's variants (the mma.sync kernel above runs with it off)
+WGMMA_VARIANTS = {
+    "wgmma 256x128, 4 stages, async hand-over": {},
+    "wgmma 256x128, 3 stages, async hand-over": {"stages": 3},
+    "wgmma 256x128, 4 stages, async, L2 prefetch 128B": {"l2_prefetch": "128B"},
+    "wgmma 256x128, 4 stages, async, L2 prefetch 256B": {"l2_prefetch": "256B"},
+    "wgmma 256x128, 3 stages, async, L2 prefetch 256B": {"stages": 3, "l2_prefetch": "256B"},
+}
 
 
 def patch(table: dict, changes: dict) -> dict:
@@ -71,6 +79,7 @@ def measure(bench: Bench, torch, size: int, path: str, layout: str) -> tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="4096,8192")
+    parser.add_argument("--tensor-cores-only", action="store_true", help="TF32 and bf16 rows alone")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     bench = Bench("cuda", quick=False, compile_torch=False)
@@ -82,7 +91,7 @@ def main() -> None:
                  "tf32": bench.cublas_tflops(size, size, size, "float32", True),
                  "bf16": bench.cublas_tflops(size, size, size, "bfloat16")}
         print(f"cuBLAS {size}: " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()), flush=True)
-        for name, changes in SIMT_VARIANTS.items():
+        for name, changes in SIMT_VARIANTS.items() if not args.tensor_cores_only else ():
             saved = patch(render.MATMUL_TILING, changes)
             try:
                 rate, error = measure(bench, torch, size, "fp32", "x@w")
@@ -95,6 +104,19 @@ def main() -> None:
                 render.MATMUL_TILING.update(saved)
                 _PLANS.clear()
         for path in ("tf32", "bf16"):
+            for name, changes in WGMMA_VARIANTS.items():
+                saved = patch(render.WGMMA_TILING, changes)
+                try:
+                    rate, error = measure(bench, torch, size, path, "x@w")
+                    rows.append((size, path, name, "x@w", rate, rate / peaks[path], error))
+                    print(rows[-1], flush=True)
+                except Exception as e:
+                    print(f"{size} {path} {name}: {type(e).__name__}: {e}", flush=True)
+                finally:
+                    render.WGMMA_TILING.clear()
+                    render.WGMMA_TILING.update(saved)
+                    _PLANS.clear()
+            wgmma_saved = patch(render.WGMMA_TILING, {"enabled": False})
             for name, changes in MMA_VARIANTS.items():
                 saved = patch(render.MMA_TILING, changes)
                 try:
@@ -107,7 +129,8 @@ def main() -> None:
                     render.MMA_TILING.clear()
                     render.MMA_TILING.update(saved)
                     _PLANS.clear()
-        if size == sizes[0]:
+            render.WGMMA_TILING.update(wgmma_saved)
+        if size == sizes[0] and not args.tensor_cores_only:
             for name, changes in SIMT_VARIANTS.items():
                 saved = patch(render.MATMUL_TILING, changes)
                 try:

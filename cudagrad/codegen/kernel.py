@@ -21,6 +21,9 @@ class Kernel:
     device: str
     params: tuple[KernelParam, ...]
     launch: tuple = ()        # cuda: ((gx, gy, gz), (bx, by, bz), shared_bytes)
+    # the exact CUDA architecture the source needs where it is not the device's own
+    # (sm_90a for wgmma, which runs on compute capability 9.0 alone); "": the device's
+    arch: str = ""
 
     def __repr__(self) -> str:
         return f"<Kernel {self.name} on {self.device}, {len(self.params)} buffers>"

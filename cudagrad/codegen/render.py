@@ -54,6 +54,21 @@ MMA_TILING: dict[str, Any] = {"tile_m": 128, "tile_n": 128, "warps_m": 2, "warps
 MMA_KINDS: dict[str, dict[str, Any]] = {"tf32": {"tile_k": 32, "mma_k": 8, "element_bytes": 4},
              "bf16": {"tile_k": 64, "mma_k": 16, "element_bytes": 2}}
 MMA_MIN_ARCH = 80          # mma.sync with TF32/bf16 operands and cp.async
+# Warpgroup matmul (Hopper, sm_90a): a producer warpgroup copies a 256x(K step) tile of a
+# (k-contiguous, 128-byte swizzled: read by wgmma through a shared-memory descriptor) and a
+# (K step)x128 tile of b (n-contiguous, padded: read into registers) per stage with cp.async;
+# 2 consumer warpgroups each multiply 64 columns of n by the 256 rows of m with wgmma, which
+# computes out^T = b^T a^T (b^T as the register operand, so neither operand needs a
+# transposed shared layout: TF32 wgmma reads shared operands k-major only). "handoff":
+# "async" passes a stage on when its copies land (cp.async.mbarrier.arrive); "lagged" has
+# each producer thread wait for its copies `lag` stages later and round TF32 tiles in shared
+# memory first (slower: 32% of cuBLAS TF32 against 55%, H100, docs/BENCHMARKS.md). Chosen
+# for k-contiguous a, n-contiguous b and at least WGMMA_MIN_WORK multiply-adds; everything
+# else keeps the mma.sync kernel. l2_prefetch: "", "128B" or "256B" (no gain measured).
+WGMMA_TILING: dict[str, Any] = {"enabled": True, "tile_m": 256, "tile_n": 128, "stages": 4, "lag": 1,
+                                "handoff": "async", "group_m": 8, "l2_prefetch": ""}
+WGMMA_ARCH = 90
+WGMMA_MIN_WORK = 1 << 27
 TYPICAL_MULTIPROCESSORS = 132      # reductions at least this long get a block per output
 
 
@@ -110,12 +125,50 @@ def _operand_mode(layout, vector: int) -> str:
     return layout.contiguous if layout is not None and layout.vector == vector else "generic"
 
 
-def _cuda_matmul(kernel: LoweredKernel, arch: int) -> tuple[str, dict, tuple]:
-    """The matmul template, its tiling and the launch: tensor cores for bfloat16 operands,
-    and for float32 where TF32 is allowed (sm_80+); fused multiply-adds otherwise."""
+def _wgmma_fits(tiles, kind: str | None, arch: int) -> bool:
+    """Whether the warpgroup kernel takes this matmul: Hopper, a tensor-core kind, a read
+    along k in 16-byte vectors, b along n, and enough work to fill the GPU's tiles."""
+    if kind is None or arch != WGMMA_ARCH or not WGMMA_TILING["enabled"]:
+        return False
+    a_mode = _operand_mode(tiles.a_layout, 16 // MMA_KINDS[kind]["element_bytes"])
+    b_mode = _operand_mode(tiles.b_layout, 16 // MMA_KINDS[kind]["element_bytes"])
+    work = tiles.m * tiles.n * tiles.k * max(1, tiles.batch)
+    return a_mode == "k" and b_mode == "mn" and work >= WGMMA_MIN_WORK
+
+
+def _wgmma_tiling(tiles, kind: str) -> tuple[dict, int]:
+    """The warpgroup kernel's template values and its dynamic shared memory in bytes."""
+    tiling: dict[str, Any] = dict(WGMMA_TILING, **MMA_KINDS[kind], kind=kind)
+    # a producer running `lag` stages behind its copies must still be able to free a stage
+    assert 0 < tiling["lag"] < tiling["stages"], "wgmma: lag must be below the stage count"
+    tiling["consumers"] = tiling["tile_n"] // 64           # one warpgroup a 64-column slice of n
+    tiling["block"] = 128 * (1 + tiling["consumers"])
+    element = tiling["element_bytes"]
+    tiling["vector"] = 16 // element
+    # 8 elements of padding a row of b: the fragment reads of a warp (ldmatrix rows 16 bytes
+    # apart in bank, or TF32 words 8 banks apart by k) hit every bank once
+    tiling["b_row"] = tiling["tile_n"] + 8
+    tiling["a_stage_bytes"] = tiling["tile_m"] * tiling["tile_k"] * element
+    tiling["b_stage_bytes"] = tiling["tile_k"] * tiling["b_row"] * element
+    tiling["m_tiles"] = -(-tiles.m // tiling["tile_m"])
+    tiling["n_tiles"] = -(-tiles.n // tiling["tile_n"])
+    # the stages, 1024 bytes to align the swizzled tiles to their 1024-byte pattern, and
+    # two 8-byte barriers a stage
+    shared = tiling["stages"] * (tiling["a_stage_bytes"] + tiling["b_stage_bytes"] + 16) + 1024
+    return tiling, shared
+
+
+def _cuda_matmul(kernel: LoweredKernel, arch: int) -> tuple[str, dict, tuple, str]:
+    """The matmul template, its tiling, the launch and the architecture it needs ("": the
+    device's): warpgroup MMA on Hopper where the operands allow, tensor cores for bfloat16
+    operands, and for float32 where TF32 is allowed (sm_80+); fused multiply-adds otherwise."""
     tiles = kernel.tiles
     assert tiles is not None
     kind = {"bfloat16": "bf16", "float32": "tf32" if tiles.precision == "tf32" else None}.get(tiles.dtype)
+    if kind is not None and _wgmma_fits(tiles, kind, arch):
+        wgmma, wgmma_shared = _wgmma_tiling(tiles, kind)
+        grid = (wgmma["n_tiles"], wgmma["m_tiles"], max(1, tiles.batch))
+        return "cuda/matmul_wgmma.cu.j2", wgmma, (grid, (wgmma["block"], 1, 1), wgmma_shared), "sm_90a"
     if kind is not None and arch >= MMA_MIN_ARCH:
         tiling: dict[str, Any] = dict(MMA_TILING, **MMA_KINDS[kind], kind=kind, async_copy=True)
         tiling["block"] = 32 * tiling["warps_m"] * tiling["warps_n"]
@@ -149,7 +202,7 @@ def _cuda_matmul(kernel: LoweredKernel, arch: int) -> tuple[str, dict, tuple]:
         template = "cuda/matmul.cu.j2"
     launch = ((max(1, -(-tiles.n // tiling["tile_n"])), max(1, -(-tiles.m // tiling["tile_m"])),
                max(1, tiles.batch)), (tiling["block"], 1, 1), shared)
-    return template, tiling, launch
+    return template, tiling, launch, ""
 
 
 def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
@@ -157,8 +210,9 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
     context = {"k": kernel, "signature": _signature(kernel, dialect), "needs_half": needs_half,
                "block": CUDA_BLOCK}
     launch: tuple = ()
+    arch = ""
     if device == "cuda" and kernel.tiles is not None and kernel.tiles.batch <= CUDA_MAX_GRID_Z:
-        template, tiling, launch = _cuda_matmul(kernel, _cuda_arch())
+        template, tiling, launch, arch = _cuda_matmul(kernel, _cuda_arch())
         context.update(tiling)
         context["storage"] = {p.name: dialect.storage_type(p.dtype) for p in kernel.params}
     elif device == "cuda" and kernel.packs is not None and kernel.kind == "elementwise":
@@ -193,7 +247,7 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
     body = environment.get_template(template).render(name="KERNEL_NAME", **context)
     name = _name(kernel, body)
     source = body.replace("KERNEL_NAME", name)
-    return Kernel(name, source, device, tuple(kernel.params), launch)
+    return Kernel(name, source, device, tuple(kernel.params), launch, arch)
 
 
 # ---- lane kernels: how wide, how many in flight, what stays in registers -------------------

@@ -290,7 +290,7 @@ class CudaDevice:
         self._ensure_current()
         module = self._load_cached_module(kernel)
         if module is None:
-            cubin = compile_cuda(kernel.source, kernel.name, self.arch)
+            cubin = compile_cuda(kernel.source, kernel.name, self._arch_of(kernel))
             stats.count("kernels_compiled")
             cache.store(self._disk_key(kernel), ".cubin", cubin)
             module = self._load_module(cubin)
@@ -298,10 +298,19 @@ class CudaDevice:
         self._programs[key] = program
         return program
 
+    def _arch_of(self, kernel) -> str:
+        """The architecture kernel compiles for: the device's, or the kernel's own
+        arch-specific variant of it (sm_90a on an sm_90 device)."""
+        arch = getattr(kernel, "arch", "") or self.arch
+        if arch.rstrip("af") != self.arch:
+            raise DeviceError(f"cuda: kernel {kernel.name} is built for {arch}; this GPU is {self.arch}")
+        return arch
+
     def _disk_key(self, kernel) -> str:
         major, minor = nvrtc_version()
-        return cache.make_key(kernel.source, f"nvrtc {major}.{minor}", self.arch,
-                              " ".join(compile_options(self.arch)), "cuda")
+        arch = self._arch_of(kernel)
+        return cache.make_key(kernel.source, f"nvrtc {major}.{minor}", arch,
+                              " ".join(compile_options(arch)), "cuda")
 
     def _load_cached_module(self, kernel):
         path = cache.load(self._disk_key(kernel), ".cubin")

@@ -1,0 +1,154 @@
+"""The Hopper warpgroup matmul (templates/cuda/matmul_wgmma.cu.j2): which matmuls take it,
+that its CUDA C compiles for sm_90a without a GPU, and, on an sm_90 GPU, its values
+against numpy float64 with sizes off its 256x128 tiles, K off its stages, fused bias +
+relu epilogues, batches, and the shapes that fall back to the mma.sync kernel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cudagrad as cg
+from cudagrad.codegen import render
+from cudagrad.realization import plan_kernels
+from helpers import make
+
+TF32_ERROR, BF16_ERROR = 3e-3, 1.5e-2
+
+
+@pytest.fixture
+def precision():
+    yield cg.set_float32_matmul_precision
+    cg.set_float32_matmul_precision("highest")
+
+
+@pytest.fixture
+def hopper(monkeypatch):
+    """Render as for an sm_90 GPU, whatever this machine has."""
+    monkeypatch.setattr(render, "_cuda_arch", lambda: render.WGMMA_ARCH)
+
+
+def relative_error(actual, expected) -> float:
+    actual = np.asarray(actual, dtype=np.float64)
+    assert np.all(np.isfinite(actual)), "non-finite output (an element not written?)"
+    scale = np.linalg.norm(expected)
+    return float(np.linalg.norm(actual - expected) / (scale if scale else 1.0))
+
+
+def matmul_kernel(out):
+    kernels = [kernel for spec, kernel, _ in plan_kernels([out.node], "cuda") if spec.kind == "matmul"]
+    assert len(kernels) == 1
+    return kernels[0]
+
+
+def operands(rng, device, kind, a_shape, b_shape):
+    """Tensors a, b of `kind` ("tf32": float32 under the "high" precision) and their exact
+    values as float64."""
+    a = make(rng.standard_normal(a_shape).astype(np.float32), device, requires_grad=False)
+    b = make(rng.standard_normal(b_shape).astype(np.float32), device, requires_grad=False)
+    if kind == "bf16":
+        a, b = a.to(cg.bfloat16), b.to(cg.bfloat16)
+        cg.realize(a, b)
+        return a, b, a.to(cg.float64).numpy(), b.to(cg.float64).numpy()
+    cg.set_float32_matmul_precision("high")
+    return a, b, a.numpy().astype(np.float64), b.numpy().astype(np.float64)
+
+
+def on_hopper() -> bool:
+    if not cg.cuda_available()[0]:
+        return False
+    from cudagrad.device import get_device
+    return tuple(get_device("cuda").target["compute_capability"]) == (9, 0)
+
+
+# ---- which kernel: decided when rendering, no GPU needed ----------------------------------------
+@pytest.mark.parametrize("kind", ["tf32", "bf16"])
+def test_row_major_operands_take_wgmma_on_sm90(rng, precision, hopper, kind):
+    a, b, _, _ = operands(rng, "cpu", kind, (1000, 520), (520, 1048))
+    kernel = matmul_kernel(a @ b)
+    assert "wgmma.mma_async" in kernel.source and kernel.arch == "sm_90a"
+    assert kernel.launch[1] == (384, 1, 1)
+
+
+@pytest.mark.parametrize("kind", ["tf32", "bf16"])
+def test_other_matmuls_keep_mma_sync(rng, precision, hopper, kind):
+    a, b, _, _ = operands(rng, "cpu", kind, (1024, 1024), (1024, 1024))
+    for out in (a @ b.T, a.T @ b, a[:256, :256] @ b[:256, :256]):     # layouts, a small matmul
+        kernel = matmul_kernel(out)
+        assert "wgmma" not in kernel.source and "mma.sync" in kernel.source and kernel.arch == ""
+    odd_a, odd_b, _, _ = operands(rng, "cpu", kind, (1000, 517), (517, 1003))   # no 16-byte vectors
+    assert "wgmma" not in matmul_kernel(odd_a @ odd_b).source
+
+
+def test_sm80_never_takes_wgmma(rng, precision, monkeypatch):
+    monkeypatch.setattr(render, "_cuda_arch", lambda: 80)
+    a, b, _, _ = operands(rng, "cpu", "bf16", (1024, 1024), (1024, 1024))
+    assert "wgmma" not in matmul_kernel(a @ b).source
+
+
+@pytest.mark.parametrize("variant", [{}, {"handoff": "lagged"}, {"stages": 3, "l2_prefetch": "256B"}], ids=str)
+@pytest.mark.parametrize("kind", ["tf32", "bf16"])
+def test_wgmma_kernel_compiles_for_sm90a(rng, precision, hopper, monkeypatch, kind, variant):
+    """The default and the variants scripts/matmul_variants.py measures."""
+    for key, value in variant.items():
+        monkeypatch.setitem(render.WGMMA_TILING, key, value)
+    nvrtc = pytest.importorskip("cudagrad.runtime.nvrtc")
+    pytest.importorskip("cuda.bindings.nvrtc")
+    a, b, _, _ = operands(rng, "cpu", kind, (1000, 520), (520, 1048))
+    bias = make(rng.standard_normal(1048).astype(np.float32), "cpu", requires_grad=False)
+    if kind == "bf16":
+        bias = bias.to(cg.bfloat16)
+        bias.realize()
+    kernel = matmul_kernel((a @ b + bias).relu())
+    assert nvrtc.compile_cuda(kernel.source, kernel.name, kernel.arch)[:4] == b"\x7fELF"
+
+
+# ---- values on an sm_90 GPU ---------------------------------------------------------------------
+gpu = pytest.mark.skipif(not on_hopper(), reason="needs an sm_90 GPU")
+SHAPES = [(1000, 520, 1048), (512, 512, 512), (64, 2048, 1032), (2304, 264, 264)]
+
+
+@gpu
+@pytest.mark.parametrize("kind", ["tf32", "bf16"])
+@pytest.mark.parametrize("m,k,n", SHAPES, ids=str)
+def test_wgmma_values(rng, seed, precision, kind, m, k, n):
+    a, b, a64, b64 = operands(rng, "cuda", kind, (m, k), (k, n))
+    out = a @ b
+    assert "wgmma" in matmul_kernel(out).source
+    error = relative_error(out.to(cg.float64).numpy(), a64 @ b64)
+    assert error < (TF32_ERROR if kind == "tf32" else BF16_ERROR), f"{kind} {m}x{k}x{n} seed={seed}: {error}"
+
+
+@gpu
+@pytest.mark.parametrize("kind", ["tf32", "bf16"])
+def test_wgmma_bias_relu_epilogue_is_one_kernel(rng, seed, precision, kind):
+    m, k, n = 1000, 520, 1048
+    a, b, a64, b64 = operands(rng, "cuda", kind, (m, k), (k, n))
+    bias = make(rng.standard_normal(n).astype(np.float32), "cuda", requires_grad=False)
+    if kind == "bf16":
+        bias = bias.to(cg.bfloat16)
+        bias.realize()
+    out = (a @ b + bias).relu()
+    assert len(out.kernels()) == 1 and "wgmma" in matmul_kernel(out).source
+    expected = np.maximum(a64 @ b64 + bias.to(cg.float64).numpy(), 0)
+    error = relative_error(out.to(cg.float64).numpy(), expected)
+    assert error < (TF32_ERROR if kind == "tf32" else BF16_ERROR), f"{kind} seed={seed}: {error}"
+
+
+@gpu
+@pytest.mark.parametrize("kind", ["tf32", "bf16"])
+def test_wgmma_batched(rng, seed, precision, kind):
+    a, b, a64, b64 = operands(rng, "cuda", kind, (4, 300, 264), (264, 520))
+    out = a @ b
+    assert "wgmma" in matmul_kernel(out).source
+    error = relative_error(out.to(cg.float64).numpy(), a64 @ b64)
+    assert error < (TF32_ERROR if kind == "tf32" else BF16_ERROR), f"{kind} seed={seed}: {error}"
+
+
+@gpu
+@pytest.mark.parametrize("kind", ["tf32", "bf16"])
+def test_fallback_shapes_stay_right(rng, seed, precision, kind):
+    a, b, a64, b64 = operands(rng, "cuda", kind, (1000, 517), (517, 1003))
+    out = a @ b
+    assert "wgmma" not in matmul_kernel(out).source
+    error = relative_error(out.to(cg.float64).numpy(), a64 @ b64)
+    assert error < (TF32_ERROR if kind == "tf32" else BF16_ERROR), f"{kind} seed={seed}: {error}"
