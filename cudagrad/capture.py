@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import threading
 
-ACTIVE: list = [None]      # the Capture being recorded (jit.py), or None
+# The captures being recorded (jit.py), by thread id; None while there are none, so that
+# each hook costs one list look-up when nothing is captured.
+ACTIVE: list = [None]
+_active_lock = threading.Lock()
 
 
 class JitError(RuntimeError):
@@ -24,10 +27,25 @@ class JitError(RuntimeError):
 
 def current():
     """The active capture of this thread, or None."""
-    capture = ACTIVE[0]
-    if capture is not None and capture.thread == threading.get_ident():
-        return capture
-    return None
+    captures = ACTIVE[0]
+    return captures.get(threading.get_ident()) if captures is not None else None
+
+
+def begin(capture) -> None:
+    """Make capture this thread's active one (one at a time per thread)."""
+    with _active_lock:
+        captures = dict(ACTIVE[0] or {})
+        if threading.get_ident() in captures:
+            raise JitError("cg.jit: this thread is already capturing a function")
+        captures[threading.get_ident()] = capture
+        ACTIVE[0] = captures
+
+
+def end() -> None:
+    with _active_lock:
+        captures = dict(ACTIVE[0] or {})
+        captures.pop(threading.get_ident(), None)
+        ACTIVE[0] = captures or None
 
 
 def note_host_buffer(buffer) -> None:

@@ -61,7 +61,6 @@ class Capture:
     """The record of one call, turned into the replay function's source as it goes."""
 
     def __init__(self, arguments: list):
-        self.thread = threading.get_ident()
         self.host_buffers: dict[int, Any] = {}     # filled from host data during the call
         self.host_actions: list = []               # replay hooks and recomputed host values
         self.names: dict[str, Any] = {"STATS": STATS, "read_state": _read_state,
@@ -356,18 +355,15 @@ class JitFunction:
             return self._capture(entry, tensors, args, kwargs)
 
     def _capture(self, entry: _Entry, tensors: list, args: tuple, kwargs: dict):
-        if hooks.ACTIVE[0] is not None:
-            raise JitError("cg.jit: another thread is capturing a jit function; capture one "
-                           "function at a time")
         for tensor in tensors:
             tensor._realized_node()
         capture = Capture(tensors)
-        hooks.ACTIVE[0] = capture
+        hooks.begin(capture)
         try:
             result = self.function(*args, **kwargs)
             metadata = capture.finish(result)
         finally:
-            hooks.ACTIVE[0] = None
+            hooks.end()
         for ref in capture.gradient_refs:     # as after a replay: the step's gradients stay inside
             _clear_gradient(capture.names[ref])
         source = capture.source(metadata)

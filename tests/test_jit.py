@@ -343,3 +343,39 @@ def test_fixed_buffer_replay_keeps_a_lazy_graph_on_an_old_parameter_right(device
     for call, (lazy, value) in enumerate(snapshots):
         np.testing.assert_allclose(lazy.numpy(), value, rtol=0, atol=0, err_msg=f"call {call}")
     assert step.replays["plain"] > 0       # the pinned values made those calls take fresh buffers
+
+
+def test_threads_capture_and_replay_their_own_functions_at_once(device, rng, graph):
+    import threading
+    starts = [rng.normal(size=(4, 3)) for _ in range(3)]
+    batches = [[(rng.normal(size=(5, 4)), rng.normal(size=(5, 3))) for _ in range(8)] for _ in starts]
+    results: dict = {}
+    barrier = threading.Barrier(len(starts))
+
+    def train(worker):
+        w = cg.tensor(starts[worker], dtype=cg.float64, device=device)
+        opt = cg.optim.SGD([w], lr=0.05)
+
+        @cg.jit(graph=graph)
+        def step(x, y):
+            opt.zero_grad()
+            loss = ((x @ w - y) ** 2).sum()
+            loss.backward()
+            opt.step()
+            return loss
+        barrier.wait()
+        for x, y in batches[worker]:
+            step(cg.tensor(x, dtype=cg.float64, device=device, requires_grad=False),
+                 cg.tensor(y, dtype=cg.float64, device=device, requires_grad=False))
+        results[worker] = w.numpy()
+
+    threads = [threading.Thread(target=train, args=(worker,)) for worker in range(len(starts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for worker, start in enumerate(starts):
+        w = start.copy()
+        for x, y in batches[worker]:
+            w = w - 0.05 * x.T @ (2 * (x @ w - y))
+        np.testing.assert_allclose(results[worker], w, rtol=1e-11, atol=1e-12, err_msg=f"thread {worker}")
