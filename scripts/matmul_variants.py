@@ -29,11 +29,10 @@ MMA_VARIANTS = {
 }
 # Hopper: the warpgroup kernel's variants (the mma.sync kernel above runs with it off)
 WGMMA_VARIANTS = {
-    "wgmma 256x128, 4 stages, async hand-over": {},
-    "wgmma 256x128, 3 stages, async hand-over": {"stages": 3},
-    "wgmma 256x128, 4 stages, async, L2 prefetch 128B": {"l2_prefetch": "128B"},
-    "wgmma 256x128, 4 stages, async, L2 prefetch 256B": {"l2_prefetch": "256B"},
-    "wgmma 256x128, 3 stages, async, L2 prefetch 256B": {"stages": 3, "l2_prefetch": "256B"},
+    "wgmma 256x128, TMA, 4 stages": {},
+    "wgmma 256x128, TMA, 3 stages": {"stages": 3},
+    "wgmma 256x128, TMA, clusters of 2 (a multicast)": {"cluster": 2},
+    "wgmma 256x128, cp.async, 4 stages, async hand-over": {"tma": False},
 }
 
 
@@ -80,7 +79,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="4096,8192")
     parser.add_argument("--tensor-cores-only", action="store_true", help="TF32 and bf16 rows alone")
+    parser.add_argument("--wgmma-only", action="store_true", help="TF32 and bf16, warpgroup variants alone")
     args = parser.parse_args()
+    args.tensor_cores_only = args.tensor_cores_only or args.wgmma_only
     sizes = [int(s) for s in args.sizes.split(",")]
     bench = Bench("cuda", quick=False, compile_torch=False)
     torch = bench.torch
@@ -117,7 +118,7 @@ def main() -> None:
                     render.WGMMA_TILING.update(saved)
                     _PLANS.clear()
             wgmma_saved = patch(render.WGMMA_TILING, {"enabled": False})
-            for name, changes in MMA_VARIANTS.items():
+            for name, changes in MMA_VARIANTS.items() if not args.wgmma_only else ():
                 saved = patch(render.MMA_TILING, changes)
                 try:
                     rate, error = measure(bench, torch, size, path, "x@w")

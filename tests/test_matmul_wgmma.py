@@ -67,6 +67,24 @@ def test_row_major_operands_take_wgmma_on_sm90(rng, precision, hopper, kind):
     kernel = matmul_kernel(a @ b)
     assert "wgmma.mma_async" in kernel.source and kernel.arch == "sm_90a"
     assert kernel.launch[1] == (384, 1, 1)
+    # fed by TMA: a map of a (k, m) and of b (n, k); the cp.async kernel is the fallback for
+    # addresses a map cannot start at
+    assert "cp.async.bulk.tensor" in kernel.source and "__cluster_dims__" not in kernel.source
+    assert [tensor_map.dims for tensor_map in kernel.tensor_maps] == [(520, 1000), (1048, 520)]
+    assert kernel.launch[0] == (9, 4, 1)
+    fallback = kernel.fallback
+    assert fallback is not None and not fallback.tensor_maps and "cp.async.cg" in fallback.source
+    assert fallback.launch[0] == (9, 4, 1) and fallback.arch == "sm_90a"
+
+
+@pytest.mark.parametrize("kind", ["tf32", "bf16"])
+def test_batched_and_offset_operands_keep_the_cp_async_producer(rng, precision, hopper, kind):
+    a, b, _, _ = operands(rng, "cpu", kind, (4, 300, 264), (264, 520))
+    kernel = matmul_kernel(a @ b)
+    assert "wgmma" in kernel.source and not kernel.tensor_maps and "cp.async.bulk" not in kernel.source
+    big_a, big_b, _, _ = operands(rng, "cpu", kind, (1032, 520), (520, 1048))
+    sliced = matmul_kernel(big_a[8:] @ big_b)           # a view 8 rows in: a map starting there
+    assert sliced.tensor_maps[0].offset == 8 * 520 and sliced.tensor_maps[0].dims == (520, 1024)
 
 
 @pytest.mark.parametrize("kind", ["tf32", "bf16"])
@@ -85,7 +103,8 @@ def test_sm80_never_takes_wgmma(rng, precision, monkeypatch):
     assert "wgmma" not in matmul_kernel(a @ b).source
 
 
-@pytest.mark.parametrize("variant", [{}, {"handoff": "lagged"}, {"stages": 3, "l2_prefetch": "256B"}], ids=str)
+@pytest.mark.parametrize("variant", [{}, {"cluster": 2}, {"tma": False}, {"tma": False, "handoff": "lagged"},
+                                     {"tma": False, "stages": 3, "l2_prefetch": "256B"}], ids=str)
 @pytest.mark.parametrize("kind", ["tf32", "bf16"])
 def test_wgmma_kernel_compiles_for_sm90a(rng, precision, hopper, monkeypatch, kind, variant):
     """The default and the variants scripts/matmul_variants.py measures."""
@@ -100,6 +119,8 @@ def test_wgmma_kernel_compiles_for_sm90a(rng, precision, hopper, monkeypatch, ki
         bias.realize()
     kernel = matmul_kernel((a @ b + bias).relu())
     assert nvrtc.compile_cuda(kernel.source, kernel.name, kernel.arch)[:4] == b"\x7fELF"
+    if kernel.fallback is not None:
+        assert nvrtc.compile_cuda(kernel.fallback.source, kernel.fallback.name, kernel.arch)[:4] == b"\x7fELF"
 
 
 # ---- values on an sm_90 GPU ---------------------------------------------------------------------
@@ -152,3 +173,53 @@ def test_fallback_shapes_stay_right(rng, seed, precision, kind):
     assert "wgmma" not in matmul_kernel(out).source
     error = relative_error(out.to(cg.float64).numpy(), a64 @ b64)
     assert error < (TF32_ERROR if kind == "tf32" else BF16_ERROR), f"{kind} seed={seed}: {error}"
+
+
+@gpu
+@pytest.mark.parametrize("kind", ["tf32", "bf16"])
+def test_tma_kernel_follows_new_buffers_and_offset_views(rng, seed, precision, kind):
+    """The same plan on other buffers (the launch re-encodes its tensor maps), and on views
+    that start inside their buffer (a map's start moved by the view's offset)."""
+    for _ in range(2):
+        a, b, a64, b64 = operands(rng, "cuda", kind, (1032, 520), (520, 1048))
+        out = a[8:] @ b
+        assert matmul_kernel(out).tensor_maps
+        error = relative_error(out.to(cg.float64).numpy(), a64[8:] @ b64)
+        assert error < (TF32_ERROR if kind == "tf32" else BF16_ERROR), f"{kind} seed={seed}: {error}"
+
+
+@gpu
+def test_tma_kernel_falls_back_where_a_buffer_is_not_16_byte_aligned(rng, seed, precision):
+    """An imported buffer 4 bytes into its allocation cannot start a tensor map: the launch
+    runs the cp.async kernel instead, with the same values."""
+    torch = pytest.importorskip("torch")
+    m, k, n = 1000, 520, 1048
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    storage = torch.zeros(m * k + 1, device="cuda")
+    storage[1:] = torch.from_numpy(x).cuda().reshape(-1)
+    a = cg.from_dlpack(storage[1:].view(m, k))
+    b = make(w, "cuda", requires_grad=False)
+    cg.set_float32_matmul_precision("high")
+    out = a @ b
+    assert matmul_kernel(out).tensor_maps
+    error = relative_error(out.numpy().astype(np.float64), x.astype(np.float64) @ w.astype(np.float64))
+    assert error < TF32_ERROR, f"seed={seed}: {error}"
+
+
+@gpu
+@pytest.mark.parametrize("graph", [False, True], ids=["plain", "graph"])
+def test_tma_kernel_under_jit(rng, seed, graph):
+    """cg.jit replays (and captures into a CUDA graph) a launch with tensor maps."""
+    a, b, a64, b64 = operands(rng, "cuda", "bf16", (512, 512), (512, 512))
+
+    @cg.jit(graph=graph)
+    def step(x):
+        return (x @ b).relu()
+
+    for _ in range(4):
+        x = make(rng.standard_normal((512, 512)).astype(np.float32), "cuda", requires_grad=False).to(cg.bfloat16)
+        out = step(x)
+        expected = np.maximum(x.to(cg.float64).numpy() @ b64, 0)
+        error = relative_error(out.to(cg.float64).numpy(), expected)
+        assert error < BF16_ERROR, f"seed={seed}: {error}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cudagrad.codegen.dialect import Dialect
-from cudagrad.codegen.kernel import Kernel
+from cudagrad.codegen.kernel import Kernel, TensorMap
 from cudagrad.codegen.lower import BLOCK_ROW_MIN, LoweredKernel, Pack
 
 CPU_PARALLEL_WORK = 1 << 17      # below this, starting threads costs more than it saves
@@ -66,7 +66,16 @@ MMA_MIN_ARCH = 80          # mma.sync with TF32/bf16 operands and cp.async
 # for k-contiguous a, n-contiguous b and at least WGMMA_MIN_WORK multiply-adds; everything
 # else keeps the mma.sync kernel. l2_prefetch: "", "128B" or "256B" (no gain measured).
 WGMMA_TILING: dict[str, Any] = {"enabled": True, "tile_m": 256, "tile_n": 128, "stages": 4, "lag": 1,
-                                "handoff": "async", "group_m": 8, "l2_prefetch": ""}
+                                "handoff": "async", "group_m": 8, "l2_prefetch": "", "tma": True,
+                                "cluster": 1}
+# "tma" (matmul_wgmma_tma.cu.j2): one producer thread has the copy engine fill the stages
+# (cp.async.bulk.tensor, described by tensor maps the launch encodes from the buffers'
+# addresses: Kernel.tensor_maps), b in 128-byte swizzled boxes too, and the producer gives its
+# registers to the consumers (setmaxnreg; at 168 registers ptxas serializes the wgmmas,
+# C7512): 84-99% of cuBLAS against 48-57% for the cp.async kernel (H100, docs/BENCHMARKS.md).
+# Taken for unbatched matmuls of plain (offset) views; a launch whose buffer is not 16-byte
+# aligned runs the cp.async kernel instead (Kernel.fallback). "cluster": 2 pairs blocks along
+# n that multicast their shared a tile: correct but measured at half the speed (40-50%).
 WGMMA_ARCH = 90
 WGMMA_MIN_WORK = 1 << 27
 TYPICAL_MULTIPROCESSORS = 132      # reductions at least this long get a block per output
@@ -158,14 +167,67 @@ def _wgmma_tiling(tiles, kind: str) -> tuple[dict, int]:
     return tiling, shared
 
 
-def _cuda_matmul(kernel: LoweredKernel, arch: int) -> tuple[str, dict, tuple, str]:
+def _literal_offset(layout) -> int | None:
+    """An operand layout's start as a number of elements; None where it depends on the batch."""
+    return int(layout.base) if layout.base.isdigit() else None
+
+
+def _wgmma_tma_tiling(kernel: LoweredKernel, kind: str) -> tuple[dict, int] | None:
+    """The TMA warpgroup kernel's template values (with its tensor maps) and its dynamic
+    shared memory, or None where it does not take this matmul: a batch (one tensor map
+    would need the batch's stride), or an operand whose start depends on the batch."""
+    tiles = kernel.tiles
+    assert tiles is not None and tiles.a_layout is not None and tiles.b_layout is not None
+    a_offset, b_offset = _literal_offset(tiles.a_layout), _literal_offset(tiles.b_layout)
+    if not WGMMA_TILING.get("tma") or tiles.batch > 1 or a_offset is None or b_offset is None:
+        return None
+    tiling: dict[str, Any] = dict(WGMMA_TILING, **MMA_KINDS[kind], kind=kind)
+    cluster = tiling["cluster"]
+    element = tiling["element_bytes"]
+    tiling["consumers"] = tiling["tile_n"] // 64           # one warpgroup a 64-column slice of n
+    tiling["block"] = 128 * (1 + tiling["consumers"])
+    # registers a thread (setmaxnreg): the producer warpgroup's few go to the consumers,
+    # within the 64K of a multiprocessor (multiples of 8)
+    tiling["producer_registers"] = 40
+    tiling["consumer_registers"] = min(232, (65536 // 128 - 40) // tiling["consumers"] // 8 * 8)
+    # every box row is 128 bytes of k (a) or of n (b): the 128-byte swizzle's width
+    assert tiling["tile_k"] * element == 128, "wgmma TMA: a k tile is one 128-byte swizzle row"
+    tiling["a_box_rows"] = tiling["tile_m"] // cluster     # each block of a cluster copies its share of a
+    tiling["a_box_bytes"] = tiling["a_box_rows"] * 128
+    tiling["a_stage_bytes"] = tiling["tile_m"] * 128
+    tiling["b_box_columns"] = 128 // element
+    tiling["b_boxes"] = tiling["tile_n"] // tiling["b_box_columns"]
+    tiling["b_box_bytes"] = tiling["tile_k"] * 128
+    tiling["stage_bytes"] = tiling["a_stage_bytes"] + tiling["b_boxes"] * tiling["b_box_bytes"]
+    tiling["m_tiles"] = -(-tiles.m // tiling["tile_m"])
+    tiling["n_clusters"] = -(-tiles.n // (tiling["tile_n"] * cluster))
+    params = [param.name for param in kernel.params]
+    dtype = tiles.dtype
+    tiling["tensor_maps"] = (
+        TensorMap(params.index(tiles.a_layout.param), dtype, a_offset, (tiles.k, tiles.m),
+                  tiles.a_layout.stride, (tiling["tile_k"], tiling["a_box_rows"])),
+        TensorMap(params.index(tiles.b_layout.param), dtype, b_offset, (tiles.n, tiles.k),
+                  tiles.b_layout.stride, (tiling["b_box_columns"], tiling["tile_k"])))
+    # the stages, 1024 bytes to align them to the swizzle's pattern, two barriers a stage
+    shared = tiling["stages"] * (tiling["stage_bytes"] + 16) + 1024
+    return tiling, shared
+
+
+def _cuda_matmul(kernel: LoweredKernel, arch: int, tma: bool = True) -> tuple[str, dict, tuple, str]:
     """The matmul template, its tiling, the launch and the architecture it needs ("": the
-    device's): warpgroup MMA on Hopper where the operands allow, tensor cores for bfloat16
-    operands, and for float32 where TF32 is allowed (sm_80+); fused multiply-adds otherwise."""
+    device's): warpgroup MMA on Hopper where the operands allow (fed by TMA where `tma`
+    and the operands allow), tensor cores for bfloat16 operands, and for float32 where
+    TF32 is allowed (sm_80+); fused multiply-adds otherwise."""
     tiles = kernel.tiles
     assert tiles is not None
     kind = {"bfloat16": "bf16", "float32": "tf32" if tiles.precision == "tf32" else None}.get(tiles.dtype)
-    if kind is not None and _wgmma_fits(tiles, kind, arch):
+    wgmma_fits = kind is not None and _wgmma_fits(tiles, kind, arch)
+    fed_by_tma = _wgmma_tma_tiling(kernel, kind) if wgmma_fits and tma and kind is not None else None
+    if fed_by_tma is not None:
+        wgmma, wgmma_shared = fed_by_tma
+        grid = (wgmma["n_clusters"] * wgmma["cluster"], wgmma["m_tiles"], 1)
+        return "cuda/matmul_wgmma_tma.cu.j2", wgmma, (grid, (wgmma["block"], 1, 1), wgmma_shared), "sm_90a"
+    if kind is not None and wgmma_fits:
         wgmma, wgmma_shared = _wgmma_tiling(tiles, kind)
         grid = (wgmma["n_tiles"], wgmma["m_tiles"], max(1, tiles.batch))
         return "cuda/matmul_wgmma.cu.j2", wgmma, (grid, (wgmma["block"], 1, 1), wgmma_shared), "sm_90a"
@@ -205,16 +267,23 @@ def _cuda_matmul(kernel: LoweredKernel, arch: int) -> tuple[str, dict, tuple, st
     return template, tiling, launch, ""
 
 
-def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
+def render(kernel: LoweredKernel, dialect: Dialect, device: str, tma: bool = True) -> Kernel:
+    """The Kernel of a lowered kernel; tma=False: without tensor maps (the fallback of a
+    kernel that has them)."""
     needs_half = any(p.dtype.name in ("float16", "bfloat16") for p in kernel.params)
     context = {"k": kernel, "signature": _signature(kernel, dialect), "needs_half": needs_half,
                "block": CUDA_BLOCK}
     launch: tuple = ()
     arch = ""
+    tensor_maps: tuple[TensorMap, ...] = ()
+    fallback = None
     if device == "cuda" and kernel.tiles is not None and kernel.tiles.batch <= CUDA_MAX_GRID_Z:
-        template, tiling, launch, arch = _cuda_matmul(kernel, _cuda_arch())
+        template, tiling, launch, arch = _cuda_matmul(kernel, _cuda_arch(), tma)
         context.update(tiling)
         context["storage"] = {p.name: dialect.storage_type(p.dtype) for p in kernel.params}
+        tensor_maps = tiling.get("tensor_maps", ())
+        if tensor_maps:
+            fallback = render(kernel, dialect, device, tma=False)
     elif device == "cuda" and kernel.packs is not None and kernel.kind == "elementwise":
         template = "cuda/elementwise_lanes.cu.j2"
         launch = _elementwise_lanes(kernel, dialect, context)
@@ -247,7 +316,7 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str) -> Kernel:
     body = environment.get_template(template).render(name="KERNEL_NAME", **context)
     name = _name(kernel, body)
     source = body.replace("KERNEL_NAME", name)
-    return Kernel(name, source, device, tuple(kernel.params), launch, arch)
+    return Kernel(name, source, device, tuple(kernel.params), launch, arch, tensor_maps, fallback)
 
 
 # ---- lane kernels: how wide, how many in flight, what stays in registers -------------------
