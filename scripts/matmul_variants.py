@@ -29,8 +29,8 @@ MMA_VARIANTS = {
 }
 # Hopper: the warpgroup kernel's variants (the mma.sync kernel above runs with it off)
 WGMMA_VARIANTS = {
-    "wgmma 256x128, TMA, 4 stages": {},
-    "wgmma 256x128, TMA, 3 stages": {"stages": 3},
+    "wgmma 256x128, TMA, 3 stages": {},
+    "wgmma 256x128, TMA, 4 stages": {"tma_stages": 4},
     "wgmma 256x128, TMA, clusters of 2 (a multicast)": {"cluster": 2},
     "wgmma 256x128, cp.async, 4 stages, async hand-over": {"tma": False},
 }

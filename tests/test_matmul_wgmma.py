@@ -103,7 +103,7 @@ def test_sm80_never_takes_wgmma(rng, precision, monkeypatch):
     assert "wgmma" not in matmul_kernel(a @ b).source
 
 
-@pytest.mark.parametrize("variant", [{}, {"cluster": 2}, {"tma": False}, {"tma": False, "handoff": "lagged"},
+@pytest.mark.parametrize("variant", [{}, {"cluster": 2}, {"tma_stages": 4}, {"tma": False}, {"tma": False, "handoff": "lagged"},
                                      {"tma": False, "stages": 3, "l2_prefetch": "256B"}], ids=str)
 @pytest.mark.parametrize("kind", ["tf32", "bf16"])
 def test_wgmma_kernel_compiles_for_sm90a(rng, precision, hopper, monkeypatch, kind, variant):

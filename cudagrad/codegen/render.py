@@ -67,12 +67,13 @@ MMA_MIN_ARCH = 80          # mma.sync with TF32/bf16 operands and cp.async
 # else keeps the mma.sync kernel. l2_prefetch: "", "128B" or "256B" (no gain measured).
 WGMMA_TILING: dict[str, Any] = {"enabled": True, "tile_m": 256, "tile_n": 128, "stages": 4, "lag": 1,
                                 "handoff": "async", "group_m": 8, "l2_prefetch": "", "tma": True,
-                                "cluster": 1}
+                                "tma_stages": 3, "cluster": 1}
 # "tma" (matmul_wgmma_tma.cu.j2): one producer thread has the copy engine fill the stages
 # (cp.async.bulk.tensor, described by tensor maps the launch encodes from the buffers'
 # addresses: Kernel.tensor_maps), b in 128-byte swizzled boxes too, and the producer gives its
 # registers to the consumers (setmaxnreg; at 168 registers ptxas serializes the wgmmas,
-# C7512): 84-99% of cuBLAS against 48-57% for the cp.async kernel (H100, docs/BENCHMARKS.md).
+# C7512): 84-99% of cuBLAS against 48-57% for the cp.async kernel (H100, docs/BENCHMARKS.md);
+# 3 stages ("tma_stages") measured 2-6% faster than 4.
 # Taken for unbatched matmuls of plain (offset) views; a launch whose buffer is not 16-byte
 # aligned runs the cp.async kernel instead (Kernel.fallback). "cluster": 2 pairs blocks along
 # n that multicast their shared a tile: correct but measured at half the speed (40-50%).
@@ -182,6 +183,7 @@ def _wgmma_tma_tiling(kernel: LoweredKernel, kind: str) -> tuple[dict, int] | No
     if not WGMMA_TILING.get("tma") or tiles.batch > 1 or a_offset is None or b_offset is None:
         return None
     tiling: dict[str, Any] = dict(WGMMA_TILING, **MMA_KINDS[kind], kind=kind)
+    tiling["stages"] = tiling["tma_stages"]
     cluster = tiling["cluster"]
     element = tiling["element_bytes"]
     tiling["consumers"] = tiling["tile_n"] // 64           # one warpgroup a 64-column slice of n
