@@ -264,17 +264,24 @@ class CudaDevice:
                    "cuMemcpyDtoD")
 
     def capture_graph(self, launch_all) -> object:
-        """The launches launch_all() makes on our stream, captured into an instantiated CUDA
-        graph (nothing runs now); launch_graph replays it."""
+        """The launches launch_all(launch) makes through launch, captured into an
+        instantiated CUDA graph (nothing runs now); launch_graph replays it on our stream.
+        The capture has a stream of its own: work other threads put on ours meanwhile
+        neither joins the graph nor breaks the capture."""
         self._ensure_current()
         driver = self._driver
+        stream = self._call(driver.cuStreamCreate(driver.CUstream_flags.CU_STREAM_NON_BLOCKING),
+                            "cuStreamCreate")
         mode = driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
-        self._call(driver.cuStreamBeginCapture(self._stream, mode), "cuStreamBeginCapture")
         try:
-            launch_all()
+            self._call(driver.cuStreamBeginCapture(stream, mode), "cuStreamBeginCapture")
+            try:
+                launch_all(lambda program, buffers: self.launch(program, buffers, stream))
+            finally:
+                graph = self._call(driver.cuStreamEndCapture(stream), "cuStreamEndCapture")
+            executable = self._call(driver.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
         finally:
-            graph = self._call(driver.cuStreamEndCapture(self._stream), "cuStreamEndCapture")
-        executable = self._call(driver.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+            driver.cuStreamDestroy(stream)
         return (graph, executable)      # the graph is kept alive with its executable
 
     def launch_graph(self, graph) -> None:
@@ -358,7 +365,10 @@ class CudaDevice:
                 shared_bytes), "cuFuncSetAttribute(max dynamic shared memory)")
         return CudaProgram(kernel, module, function)
 
-    def launch(self, program: CudaProgram, buffers: list) -> None:
+    def launch(self, program: CudaProgram, buffers: list, stream=None) -> None:
+        """Launch on the library's stream (or on stream: a CUDA graph's capture)."""
+        if stream is None:
+            stream = self._stream
         if len(buffers) != program.param_count:
             raise ValueError(f"cuda: {program.name} takes {program.param_count} buffers, "
                              f"got {len(buffers)}")
@@ -369,17 +379,17 @@ class CudaDevice:
             for index, buffer in enumerate(buffers):
                 values[index] = buffer.ptr
             if program.tensor_maps:     # one attribute test on the common path
-                self._launch_with_tensor_maps(program, buffers)
+                self._launch_with_tensor_maps(program, buffers, stream)
                 return
             # Measured on an H100 host: cuda-python's Cython wrapper (3.4 us) beats
             # calling the driver's cuLaunchKernel pointer through ctypes (4.1 us).
-            (status,) = self._driver.cuLaunchKernel(program.function, *program.dims, self._stream,
+            (status,) = self._driver.cuLaunchKernel(program.function, *program.dims, stream,
                                                     program.arg_address, 0)
         if status:
             raise DeviceError(f"cuda: launching {program.name} failed: {status.name}")
         _STATS["kernels_launched"] += 1  # stats.count inlined: this is the hot path
 
-    def _launch_with_tensor_maps(self, program: CudaProgram, buffers: list) -> None:
+    def _launch_with_tensor_maps(self, program: CudaProgram, buffers: list, stream) -> None:
         """Launch a kernel taking tensor maps (its buffer addresses already written, its
         lock held): each map re-encoded only when its buffer's address changed (a replayed
         plan reuses addresses, so the steady state copies nothing); where an address cannot
@@ -392,11 +402,11 @@ class CudaDevice:
             if encoded is None:
                 if program.fallback is None:
                     program.fallback = self.compile(program.kernel.fallback)
-                self.launch(program.fallback, buffers)
+                self.launch(program.fallback, buffers, stream)
                 return
             ctypes.memmove(program.map_addresses[slot], encoded, _TENSOR_MAP_BYTES)
             program.bound_maps[slot] = address
-        (status,) = self._driver.cuLaunchKernel(program.function, *program.dims, self._stream,
+        (status,) = self._driver.cuLaunchKernel(program.function, *program.dims, stream,
                                                 program.arg_address, 0)
         if status:
             raise DeviceError(f"cuda: launching {program.name} failed: {status.name}")
