@@ -379,3 +379,26 @@ def test_threads_capture_and_replay_their_own_functions_at_once(device, rng, gra
         for x, y in batches[worker]:
             w = w - 0.05 * x.T @ (2 * (x @ w - y))
         np.testing.assert_allclose(results[worker], w, rtol=1e-11, atol=1e-12, err_msg=f"thread {worker}")
+
+
+def test_a_step_returning_nothing_with_keyword_tensors(device, rng, graph):
+    """No result, the batch passed by keyword: the update alone is what a replay repeats."""
+    start = rng.normal(size=(3, 2))
+    w = cg.tensor(start, dtype=cg.float64, device=device)
+    opt = cg.optim.SGD([w], lr=0.1, momentum=0.5)
+
+    @cg.jit(graph=graph)
+    def step(*, x, y):
+        opt.zero_grad()
+        ((x @ w - y) ** 2).mean().backward()
+        opt.step()
+
+    expected, velocity = start.copy(), np.zeros_like(start)
+    for _ in range(6):
+        x, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+        assert step(y=cg.tensor(y, dtype=cg.float64, device=device, requires_grad=False),
+                    x=cg.tensor(x, dtype=cg.float64, device=device, requires_grad=False)) is None
+        grad = x.T @ (2 * (x @ expected - y) / y.size)
+        velocity = 0.5 * velocity + grad
+        expected = expected - 0.1 * velocity
+    np.testing.assert_allclose(w.numpy(), expected, rtol=1e-11, atol=1e-12)
