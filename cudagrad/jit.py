@@ -64,8 +64,8 @@ class Capture:
         self.host_buffers: dict[int, Any] = {}     # filled from host data during the call
         self.host_actions: list = []               # replay hooks and recomputed host values
         self.names: dict[str, Any] = {"STATS": STATS, "read_state": _read_state,
-                                      "rebind": _rebind, "upload": _upload,
-                                      "clear_gradient": _clear_gradient}
+                                      "rebind": rebind, "upload": _upload,
+                                      "clear_gradient": clear_gradient}
         self.local_of: dict[int, str] = {}         # id(buffer) -> the local holding it
         self.kept: list = []                       # every buffer seen: their ids stay unique
         self.state_lines: list[str] = []
@@ -230,21 +230,27 @@ def _read_state(ref) -> Any:
     return tensor._node.arg.buffer
 
 
-def _rebind(ref, buffer) -> None:
+def rebind(ref, buffer) -> None:
+    """The tensor behind ref (if alive) now holds buffer, as an assignment leaves it."""
     tensor = ref()
     if tensor is not None:
         from cudagrad.tensor import rebind_leaf
         rebind_leaf(tensor, buffer)
 
 
-def _upload(value, spec) -> Any:
+def host_value(value, shape, dtype) -> np.ndarray:
+    """A recomputed host value (an optimizer's scalar) as the bits its buffer holds."""
     from cudagrad.tensor import host_to_storage
+    return host_to_storage(dtype, np.asarray(value, dtype=np.float64).reshape(shape))
+
+
+def _upload(value, spec) -> Any:
     shape, dtype, device = spec
-    array = np.asarray(value, dtype=np.float64).reshape(shape)
-    return get_device(device).from_numpy(host_to_storage(dtype, array))
+    return get_device(device).from_numpy(host_value(value, shape, dtype))
 
 
-def _clear_gradient(ref) -> None:
+def clear_gradient(ref) -> None:
+    """After a captured or replayed call, the step's gradients stay inside it."""
     tensor = ref()
     if tensor is not None:
         tensor._grad = None
@@ -364,8 +370,8 @@ class JitFunction:
             metadata = capture.finish(result)
         finally:
             hooks.end()
-        for ref in capture.gradient_refs:     # as after a replay: the step's gradients stay inside
-            _clear_gradient(capture.names[ref])
+        for ref in capture.gradient_refs:     # as after a replay
+            clear_gradient(capture.names[ref])
         source = capture.source(metadata)
         names = dict(capture.names)
         filename = f"<cudagrad jit {getattr(self.function, '__name__', 'step')}>"

@@ -28,8 +28,6 @@ import sys
 import threading
 from typing import Any
 
-import numpy as np
-
 from cudagrad.runtime.stats import STATS
 
 
@@ -121,7 +119,8 @@ class StaticReplay:
                 return None                  # held outside: its value must not change
         # committed to this path from here on
         device = self.device
-        from cudagrad.tensor import host_to_storage, rebind_leaf
+        from cudagrad.jit import clear_gradient, host_value, rebind
+        from cudagrad.tensor import rebind_leaf
         for tensor, current, wanted in adopt:     # a parameter given a buffer of its own
             device.copy_buffer(wanted, current, current.nbytes)
             rebind_leaf(tensor, wanted)
@@ -133,8 +132,7 @@ class StaticReplay:
                 action[1]()
             else:
                 _, name, compute, shape, dtype, _ = action
-                array = np.asarray(compute(), dtype=np.float64).reshape(shape)
-                device.copy_from_numpy(self.hosts[name], host_to_storage(dtype, array))
+                device.copy_from_numpy(self.hosts[name], host_value(compute(), shape, dtype))
         if self.use_graph:
             graph = self.graphs[parity]
             if graph is None:
@@ -145,14 +143,9 @@ class StaticReplay:
             self._launch_all(parity)
         written = self.sets[parity]
         for ref, name in self.rebinds:
-            tensor = ref()
-            if tensor is not None:
-                rebind_leaf(tensor, written[name])
+            rebind(ref, written[name])
         for ref in self.gradient_refs:
-            tensor = ref()
-            if tensor is not None:
-                tensor._grad = None
-                tensor._pending_backward = None
+            clear_gradient(ref)
         self.parity = 1 - parity
         # the returned values get buffers of their own: a loss kept in a list must not
         # pin the replay's buffers (one small device copy each)
