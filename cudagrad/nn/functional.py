@@ -59,7 +59,6 @@ def cross_entropy(logits, labels, reduction: str = "mean"):
     overflow. The label's entry is picked with a 0/1 mask (there is no
     gather op): the product leaves only that entry in each row's sum.
     """
-
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if logits.ndim != 2:
