@@ -9,7 +9,8 @@ repeat or must refuse:
 - realize: a leaf rebound to its assigned value (replayed);
 - host data turned into a tensor (refused on use, unless a provider recomputes it);
 - a tensor's values read on the host (refused: the replay would reuse them);
-- work that is not a kernel of a plan, such as a collective (refused).
+- a collective between ranks (recorded: a replay runs it again, in order);
+- a barrier between ranks (refused: a replay would not wait).
 """
 from __future__ import annotations
 
@@ -116,3 +117,11 @@ def note_gradient_read(leaf) -> None:
         raise JitError(f"cg.jit: the function reads a gradient (of a tensor of shape "
                        f"{list(leaf.shape)}) computed before the call; a replay would reuse that "
                        "backward's data. Call backward() inside the function")
+
+
+def note_collective(run, send, send_node, recv) -> None:
+    """A collective read send (the buffer of send_node) and wrote recv; run(send, recv,
+    stream=...) runs it again (stream None: the library's own)."""
+    capture = current()
+    if capture is not None:
+        capture.collective(run, send, send_node, recv)

@@ -29,8 +29,9 @@ What a replay repeats and what it refuses (capture.py has the hooks):
 - host data made inside the function (cg.tensor(...)) would be frozen at the
   captured values: it is refused, except an optimizer's per-step scalars, which
   are recomputed (Adam's bias corrections, a changed lr);
-- reading values on the host inside the function (.item(), .numpy(), .data)
-  and collectives are refused: pass data in as arguments and read the results;
+- reading values on the host inside the function (.item(), .numpy(), .data) and
+  barriers are refused: pass data in as arguments and read the results; collectives
+  (cg.distributed, DataParallel's gradient averaging) are recorded and run again;
 - after a captured or replayed call, the parameters' .grad is None (the
   gradients live inside the step; return them to keep them).
 """
@@ -55,6 +56,13 @@ WARMUP_CALLS = 1       # calls run as they are before the capture (they build th
 
 def _buffer_of(node) -> Any:
     return node.realized if node.realized is not None else node.arg.buffer
+
+
+class Collective:
+    """A recorded collective among the launches: run(send, recv, stream=...) repeats it."""
+
+    def __init__(self, run):
+        self.run = run
 
 
 class Capture:
@@ -161,6 +169,21 @@ class Capture:
                 program = self._global(step.program, "program")
                 self.body.append(f"    {launch}({program}, [{', '.join(buffers)}])      "
                                  f"# {step.kernel.name}")
+
+    def collective(self, run, send, send_node, recv) -> None:
+        """Record a collective between ranks (it already ran): a replay runs it again into a
+        buffer of its own, at the same point among the launches."""
+        device = get_device(send_node.device)
+        source = self.source_of(send, send_node)
+        name = self._new("out")
+        self.kept.append(recv)
+        self.local_of[id(recv)] = name
+        self.allocations[name] = recv.nbytes
+        allocate = self._global(device, "device") + ".allocate"
+        runner = self._global(run, "collective")
+        self.body.append(f"    {name} = {allocate}({recv.nbytes})")
+        self.body.append(f"    {runner}({source}, {name})      # a collective between ranks")
+        self.launches.append((device, Collective(run), [name, source]))
 
     def rebind(self, tensor) -> None:
         """tensor (a leaf) now holds the value assigned to it: so will it after a replay."""

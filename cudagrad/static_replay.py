@@ -71,7 +71,8 @@ class StaticReplay:
                 self.state.append((name, ref, (self.sets[1][written], self.sets[0][written])))
             elif tensor is not None:
                 self.state.append((name, ref, tensor._node.arg.buffer))
-        self.kernel_count = len(self.launches)
+        from cudagrad.jit import Collective
+        self.kernel_count = sum(type(program) is not Collective for program, _ in self.launches)
         # what each parity overwrites, and the reference counts the replay's own tables give
         # each such buffer (more means something outside holds it)
         self.overwritten = [[self.sets[parity][name] for name in sorted(leaving)] for parity in (0, 1)]
@@ -167,14 +168,22 @@ class StaticReplay:
             buffers[name] = expected[parity] if type(expected) is tuple else expected
         return buffers
 
-    def _launch_all(self, parity: int, launch=None) -> None:
+    def _launch_all(self, parity: int, stream=None) -> None:
+        """Every recorded launch and collective, in order (on stream: a graph's capture)."""
+        from cudagrad.jit import Collective
         buffers = self._buffers(parity)
-        launch = launch or self.device.launch
+        launch = self.device.launch
         for program, names in self.launches:
-            launch(program, [buffers[name] for name in names])
+            arguments = [buffers[name] for name in names]
+            if type(program) is Collective:
+                program.run(arguments[1], arguments[0], stream=stream)
+            elif stream is None:
+                launch(program, arguments)
+            else:
+                launch(program, arguments, stream)
 
     def _capture_graph(self, parity: int) -> Any:
         try:
-            return self.device.capture_graph(lambda launch: self._launch_all(parity, launch))
+            return self.device.capture_graph(lambda stream: self._launch_all(parity, stream))
         finally:
             STATS["kernels_launched"] -= self.kernel_count     # captured, not run

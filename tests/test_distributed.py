@@ -395,8 +395,8 @@ def test_rank_environment_forces_nvls_off():
 
 
 # ---- whole runs: N ranks with batch B against one process with batch N*B -------------------------------
-def _compare_runs(tmp_path, nproc, device, steps=20, batch=8):
-    dp = _launch(tmp_path, nproc, str(WORKER), device, "dp", str(steps), str(batch), "dp.npz", device=device)
+def _compare_runs(tmp_path, nproc, device, steps=20, batch=8, mode="dp"):
+    dp = _launch(tmp_path, nproc, str(WORKER), device, mode, str(steps), str(batch), "dp.npz", device=device)
     assert dp.returncode == 0, dp.stderr[-3000:]
     env = dict(_env(tmp_path, device), CG_TEST_WORLD=str(nproc))
     single = subprocess.run([sys.executable, str(WORKER), device, "single", str(steps), str(batch), "single.npz"],
@@ -410,6 +410,14 @@ def _compare_runs(tmp_path, nproc, device, steps=20, batch=8):
 
 def test_two_cpu_ranks_match_one_process_with_the_doubled_batch(tmp_path):
     _compare_runs(tmp_path, 2, "cpu")
+
+
+@pytest.mark.parametrize("mode", ["dp-jit", "dp-jit-plain"])
+def test_a_jit_step_replays_its_collectives_on_two_cpu_ranks(tmp_path, mode):
+    """The data-parallel step under cg.jit: the gradient buckets' all-reduces and the loss's
+    are recorded with the kernels and run again by every replay (on fixed buffers and on
+    fresh ones)."""
+    _compare_runs(tmp_path, 2, "cpu", mode=mode)
 
 
 def _gpu_count():
@@ -441,6 +449,7 @@ def test_gpu_ranks_match_one_gpu_with_the_whole_batch(tmp_path, nproc):
     if missing:
         pytest.skip(f"NCCL is not usable here: {missing}")
     _compare_runs(tmp_path, nproc, "cuda")
+    _compare_runs(tmp_path, nproc, "cuda", mode="dp-jit")     # recorded NCCL calls in a CUDA graph
 
 
 def test_the_example_gives_the_same_losses_on_one_and_two_cpu_ranks(tmp_path):

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from functools import partial
 
 from cudagrad import dtypes
+from cudagrad.capture import note_collective
 from cudagrad.distributed import state
 from cudagrad.distributed.collectives import result_tensor
 from cudagrad.realization import input_buffer
@@ -100,6 +102,11 @@ def _flat_gradient(bucket: Bucket, params):
     return pieces[0] if len(pieces) == 1 else cg.cat(pieces, 0)
 
 
+def _average(communicator, bucket: Bucket, send, recv, stream=None) -> None:
+    """A bucket's all-reduce again (a step replayed by cg.jit)."""
+    communicator.all_reduce(send, recv, bucket.numel, bucket.dtype, "mean", stream)
+
+
 def average_gradients(params, bucket_bytes: int = DEFAULT_BUCKET_BYTES, also_realize=(),
                       communicator=None, buckets: list[Bucket] | None = None) -> int:
     """Average the parameters' gradients over all ranks; returns the collectives run.
@@ -128,8 +135,9 @@ def average_gradients(params, bucket_bytes: int = DEFAULT_BUCKET_BYTES, also_rea
         for bucket, flat in zip(buckets, flats):
             from cudagrad.device import get_device
             reduced_buffer = get_device(bucket.device).allocate(bucket.nbytes)
-            communicator.all_reduce(input_buffer(flat.node), reduced_buffer, bucket.numel,
-                                    bucket.dtype, "mean")
+            flat_buffer = input_buffer(flat.node)
+            communicator.all_reduce(flat_buffer, reduced_buffer, bucket.numel, bucket.dtype, "mean")
+            note_collective(partial(_average, communicator, bucket), flat_buffer, flat.node, reduced_buffer)
             reduced = result_tensor(reduced_buffer, (bucket.numel,), bucket.dtype, bucket.device)
             for index, offset in zip(bucket.indices, bucket.offsets):
                 param = params[index]

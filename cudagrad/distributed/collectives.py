@@ -20,8 +20,10 @@ run in that order on the GPU.
 """
 from __future__ import annotations
 
+from functools import partial
+
 from cudagrad import dtypes
-from cudagrad.capture import forbid
+from cudagrad.capture import note_collective
 from cudagrad.device import get_device
 from cudagrad.distributed import state
 from cudagrad.realization import input_buffer
@@ -29,7 +31,6 @@ from cudagrad.tensor import Tensor, buffer_node
 
 
 def _realized_input(tensor: Tensor, op: str, communicator):
-    forbid(f"a collective ({op})")
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{op}: expected a Tensor, got {type(tensor).__name__}")
     if tensor.device != communicator.device:
@@ -66,7 +67,10 @@ def all_reduce(tensor: Tensor, op: str = "sum") -> Tensor:
         raise TypeError("all_reduce: op='mean' needs a floating-point tensor, not int32")
     source = _realized_input(tensor, "all_reduce", communicator)
     target = get_device(tensor.device).allocate(tensor.numel() * tensor.dtype.itemsize)
-    communicator.all_reduce(source, target, tensor.numel(), tensor.dtype, op)
+    count, dtype = tensor.numel(), tensor.dtype
+    communicator.all_reduce(source, target, count, dtype, op)
+    note_collective(partial(communicator.all_reduce, count=count, dtype=dtype, op=op),
+                    source, tensor.node, target)
     return _land(tensor, result_tensor(target, tensor.shape, tensor.dtype, tensor.device))
 
 
@@ -82,7 +86,10 @@ def broadcast(tensor: Tensor, src: int = 0) -> Tensor:
         raise ValueError(f"broadcast: src {src} outside world size {communicator.world_size}")
     source = _realized_input(tensor, "broadcast", communicator)
     target = get_device(tensor.device).allocate(tensor.numel() * tensor.dtype.itemsize)
-    communicator.broadcast(source, target, tensor.numel(), tensor.dtype, src)
+    count, dtype = tensor.numel(), tensor.dtype
+    communicator.broadcast(source, target, count, dtype, src)
+    note_collective(partial(communicator.broadcast, count=count, dtype=dtype, root=src),
+                    source, tensor.node, target)
     return _land(tensor, result_tensor(target, tensor.shape, tensor.dtype, tensor.device))
 
 
@@ -96,5 +103,8 @@ def all_gather(tensor: Tensor) -> Tensor:
     source = _realized_input(tensor, "all_gather", communicator)
     world = communicator.world_size
     target = get_device(tensor.device).allocate(world * tensor.numel() * tensor.dtype.itemsize)
-    communicator.all_gather(source, target, tensor.numel(), tensor.dtype)
+    count, dtype = tensor.numel(), tensor.dtype
+    communicator.all_gather(source, target, count, dtype)
+    note_collective(partial(communicator.all_gather, count=count, dtype=dtype),
+                    source, tensor.node, target)
     return result_tensor(target, (world, *tensor.shape), tensor.dtype, tensor.device)

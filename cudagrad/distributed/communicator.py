@@ -27,13 +27,16 @@ class Communicator(Protocol):
     device: str          # the device whose buffers it moves: "cpu" or "cuda"
     name: str            # the backend, for messages: "nccl", "socket", ...
 
-    def all_reduce(self, send: Any, recv: Any, count: int, dtype: dtypes.DType, op: str) -> None:
-        """recv = op over ranks of send, elementwise (count elements)."""
+    def all_reduce(self, send: Any, recv: Any, count: int, dtype: dtypes.DType, op: str,
+                   stream: Any = None) -> None:
+        """recv = op over ranks of send, elementwise (count elements). stream: where a GPU
+        backend enqueues it (None: the library's stream; a CUDA graph's capture passes its own)."""
 
-    def broadcast(self, send: Any, recv: Any, count: int, dtype: dtypes.DType, root: int) -> None:
+    def broadcast(self, send: Any, recv: Any, count: int, dtype: dtypes.DType, root: int,
+                  stream: Any = None) -> None:
         """recv = root's send on every rank (send is read on root only)."""
 
-    def all_gather(self, send: Any, recv: Any, count: int, dtype: dtypes.DType) -> None:
+    def all_gather(self, send: Any, recv: Any, count: int, dtype: dtypes.DType, stream: Any = None) -> None:
         """recv (world_size * count elements) = every rank's send, in rank order."""
 
     def barrier(self) -> None:
@@ -73,7 +76,7 @@ class SocketCommunicator:
         parts = self.rendezvous.all_gather(raw)
         return [np.frombuffer(part, dtype=dtype.numpy) for part in parts]
 
-    def all_reduce(self, send, recv, count: int, dtype: dtypes.DType, op: str) -> None:
+    def all_reduce(self, send, recv, count: int, dtype: dtypes.DType, op: str, stream=None) -> None:
         if op not in REDUCE_OPS:
             raise ValueError(f"all_reduce: unknown op {op!r}; use one of {', '.join(REDUCE_OPS)}")
         from cudagrad.tensor import storage_to_host
@@ -90,12 +93,12 @@ class SocketCommunicator:
             result = result / np.asarray(self.world_size, dtype=result.dtype)
         _store_values(recv, result.astype(parts[0].dtype, copy=False), dtype)
 
-    def broadcast(self, send, recv, count: int, dtype: dtypes.DType, root: int) -> None:
+    def broadcast(self, send, recv, count: int, dtype: dtypes.DType, root: int, stream=None) -> None:
         raw = send.array.view(np.uint8)[:count * dtype.itemsize].tobytes() if self.rank == root else None
         data = self.rendezvous.broadcast(raw, root)
         recv.array.view(np.uint8)[:len(data)] = np.frombuffer(data, dtype=np.uint8)
 
-    def all_gather(self, send, recv, count: int, dtype: dtypes.DType) -> None:
+    def all_gather(self, send, recv, count: int, dtype: dtypes.DType, stream=None) -> None:
         parts = self._gather(send, count, dtype)
         recv.array.view(dtype.numpy)[:count * self.world_size] = np.concatenate(parts)
 

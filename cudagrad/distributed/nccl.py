@@ -194,21 +194,26 @@ class NcclCommunicator:
         self._stream = cuda_device.stream_handle
         self._scratch = cuda_device.allocate(4)    # barrier's one-element all-reduce
 
-    def all_reduce(self, send, recv, count: int, dtype: dtypes.DType, op: str) -> None:
+    def _stream_of(self, stream) -> int:
+        """The handle to enqueue on: ours, or a CUDA graph capture's (cg.jit)."""
+        return self._stream if stream is None else int(stream)
+
+    def all_reduce(self, send, recv, count: int, dtype: dtypes.DType, op: str, stream=None) -> None:
         if op not in _NCCL_OPS:
             raise ValueError(f"all_reduce: unknown op {op!r}; use one of {', '.join(_NCCL_OPS)}")
         self.cuda._ensure_current()
         self.library.all_reduce(self._comm, send.ptr, recv.ptr, count, nccl_dtype(dtype), _NCCL_OPS[op],
-                                self._stream)
+                                self._stream_of(stream))
 
-    def broadcast(self, send, recv, count: int, dtype: dtypes.DType, root: int) -> None:
+    def broadcast(self, send, recv, count: int, dtype: dtypes.DType, root: int, stream=None) -> None:
         self.cuda._ensure_current()
         self.library.broadcast(self._comm, send.ptr, recv.ptr, count, nccl_dtype(dtype), root,
-                               self._stream)
+                               self._stream_of(stream))
 
-    def all_gather(self, send, recv, count: int, dtype: dtypes.DType) -> None:
+    def all_gather(self, send, recv, count: int, dtype: dtypes.DType, stream=None) -> None:
         self.cuda._ensure_current()
-        self.library.all_gather(self._comm, send.ptr, recv.ptr, count, nccl_dtype(dtype), self._stream)
+        self.library.all_gather(self._comm, send.ptr, recv.ptr, count, nccl_dtype(dtype),
+                                self._stream_of(stream))
 
     def barrier(self) -> None:
         """A one-element all-reduce, then wait for the stream: every rank's queued work is done."""

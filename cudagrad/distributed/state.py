@@ -121,6 +121,8 @@ def local_rank() -> int:
 
 def barrier() -> None:
     """Wait until every rank reaches here (on a GPU, with its queued work done)."""
+    from cudagrad.capture import forbid
+    forbid("a barrier between ranks")
     communicator = _current["communicator"]
     if communicator is not None:
         communicator.barrier()

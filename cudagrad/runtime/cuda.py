@@ -264,7 +264,7 @@ class CudaDevice:
                    "cuMemcpyDtoD")
 
     def capture_graph(self, launch_all) -> object:
-        """The launches launch_all(launch) makes through launch, captured into an
+        """The work launch_all(stream) puts on the stream it is given, captured into an
         instantiated CUDA graph (nothing runs now); launch_graph replays it on our stream.
         The capture has a stream of its own: work other threads put on ours meanwhile
         neither joins the graph nor breaks the capture."""
@@ -276,7 +276,7 @@ class CudaDevice:
         try:
             self._call(driver.cuStreamBeginCapture(stream, mode), "cuStreamBeginCapture")
             try:
-                launch_all(lambda program, buffers: self.launch(program, buffers, stream))
+                launch_all(stream)
             finally:
                 graph = self._call(driver.cuStreamEndCapture(stream), "cuStreamEndCapture")
             executable = self._call(driver.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
