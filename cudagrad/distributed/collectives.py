@@ -42,6 +42,18 @@ def _realized_input(tensor: Tensor, op: str, communicator):
     return input_buffer(tensor.node)
 
 
+def _run(op: str, tensor: Tensor, communicator, collective, results_per_element: int = 1) -> object:
+    """collective(send, recv, count=, dtype=) from tensor's buffer into a fresh buffer, which
+    it returns; a step captured by cg.jit records it to run again."""
+    source = _realized_input(tensor, op, communicator)
+    count = tensor.numel()
+    target = get_device(tensor.device).allocate(results_per_element * count * tensor.dtype.itemsize)
+    run = partial(collective, count=count, dtype=tensor.dtype)
+    run(source, target)
+    note_collective(run, source, tensor.node, target)
+    return target
+
+
 def result_tensor(buffer, shape, dtype: dtypes.DType, device: str) -> Tensor:
     """A leaf (requiring no grad) over a buffer a collective just wrote."""
     return Tensor(buffer_node(buffer, tuple(shape), dtype, device), requires_grad=False, leaf=True)
@@ -65,12 +77,7 @@ def all_reduce(tensor: Tensor, op: str = "sum") -> Tensor:
         return tensor
     if op == "mean" and tensor.dtype is dtypes.int32:
         raise TypeError("all_reduce: op='mean' needs a floating-point tensor, not int32")
-    source = _realized_input(tensor, "all_reduce", communicator)
-    target = get_device(tensor.device).allocate(tensor.numel() * tensor.dtype.itemsize)
-    count, dtype = tensor.numel(), tensor.dtype
-    communicator.all_reduce(source, target, count, dtype, op)
-    note_collective(partial(communicator.all_reduce, count=count, dtype=dtype, op=op),
-                    source, tensor.node, target)
+    target = _run("all_reduce", tensor, communicator, partial(communicator.all_reduce, op=op))
     return _land(tensor, result_tensor(target, tensor.shape, tensor.dtype, tensor.device))
 
 
@@ -84,12 +91,7 @@ def broadcast(tensor: Tensor, src: int = 0) -> Tensor:
         return tensor
     if not 0 <= src < communicator.world_size:
         raise ValueError(f"broadcast: src {src} outside world size {communicator.world_size}")
-    source = _realized_input(tensor, "broadcast", communicator)
-    target = get_device(tensor.device).allocate(tensor.numel() * tensor.dtype.itemsize)
-    count, dtype = tensor.numel(), tensor.dtype
-    communicator.broadcast(source, target, count, dtype, src)
-    note_collective(partial(communicator.broadcast, count=count, dtype=dtype, root=src),
-                    source, tensor.node, target)
+    target = _run("broadcast", tensor, communicator, partial(communicator.broadcast, root=src))
     return _land(tensor, result_tensor(target, tensor.shape, tensor.dtype, tensor.device))
 
 
@@ -100,11 +102,6 @@ def all_gather(tensor: Tensor) -> Tensor:
     if communicator is None:
         return result_tensor(input_buffer(tensor.realize().node), (1, *tensor.shape), tensor.dtype,
                              tensor.device)
-    source = _realized_input(tensor, "all_gather", communicator)
     world = communicator.world_size
-    target = get_device(tensor.device).allocate(world * tensor.numel() * tensor.dtype.itemsize)
-    count, dtype = tensor.numel(), tensor.dtype
-    communicator.all_gather(source, target, count, dtype)
-    note_collective(partial(communicator.all_gather, count=count, dtype=dtype),
-                    source, tensor.node, target)
+    target = _run("all_gather", tensor, communicator, communicator.all_gather, world)
     return result_tensor(target, (world, *tensor.shape), tensor.dtype, tensor.device)
