@@ -225,3 +225,61 @@ def test_nothing_leaks_or_cycles_through_the_c_paths():
         assert all(ref() is None for ref in refs), "freed by reference counting alone"
     finally:
         gc.enable()
+
+
+@needs_native
+def test_backward_recorded_in_c_as_in_python():
+    """The C defer_backward records what the Python one records; gradients read through
+    the C GradientPlan replay equal the ones read through Python's."""
+    from cudagrad import backward_cache
+
+    def step():
+        a = cg.tensor([2, 3], [1.0, -2.0, 3.0, 0.5, 5.0, 6.0], device="cpu")
+        b = cg.tensor([3, 2], [0.25, 2.0, 3.0, 4.0, -5.0, 6.0], device="cpu")
+        frozen = cg.tensor([2, 2], [1.0, 1.0, 1.0, 1.0], device="cpu", requires_grad=False)
+        return a, b, ((a @ b) * frozen).sum()
+
+    a, b, loss = step()
+    assert backward_cache._native_defer(loss._node, tensor_module._LEAF_OWNERS, 48) is True
+    fast = a._pending_backward
+    a2, b2, loss2 = step()
+    saved = backward_cache._native_defer
+    backward_cache._native_defer = None
+    try:
+        assert backward_cache.defer_backward(loss2._node, tensor_module._LEAF_OWNERS) is True
+    finally:
+        backward_cache._native_defer = saved
+    slow = a2._pending_backward
+    assert fast is b._pending_backward and slow is b2._pending_backward
+    assert fast.key == slow.key and fast.leaf_numbers == slow.leaf_numbers
+    assert [ref() for ref in fast.leaves] == [a, b] and fast.output is loss._node
+    assert tensor_module._LEAF_OWNERS[id(a)]() is a
+    grads = [a.grad, b.grad]          # the C replay (the plan is known after the first step)
+    saved = backward_cache._native_gradients
+    backward_cache._native_gradients = None
+    try:
+        assert [a2.grad, b2.grad] == grads
+    finally:
+        backward_cache._native_gradients = saved
+    assert a.grad_tensor is not None and not a.grad_tensor.requires_grad and a.grad_tensor.is_leaf
+
+
+@needs_native
+def test_backward_edge_cases_agree():
+    """A leaf freed before its gradient is read, one whose gradient is dropped, and a
+    second backward() accumulating: as in Python."""
+    for _ in range(3):        # the first learns the GradientPlan, the next ones replay it
+        a = cg.tensor([2], [1.0, 2.0], device="cpu")
+        b = cg.tensor([2], [3.0, 4.0], device="cpu")
+        loss = (a * b).sum()
+        loss.backward()
+        del b
+        assert a.grad == [3.0, 4.0]
+        c = cg.tensor([2], [1.0, 2.0], device="cpu")
+        (c * c).sum().backward()
+        (c * 3).sum().backward()          # accumulates: the gradient graph path
+        assert c.grad == [5.0, 7.0]
+        d = cg.tensor([2], [1.0, 2.0], device="cpu")
+        (d * 2).sum().backward()
+        d.zero_grad()
+        assert d.grad is None

@@ -8,6 +8,9 @@ busiest of them in C, with the same objects and the same results:
     realization.canonicalize    the structural key walk of every realize
     Plan.replay (cpu)           allocate, call the kernels' C functions, hand out outputs
     Tensor.data (cpu float32)   realize through a known plan and read the values
+    Tensor.grad                 the same, after PendingBackward.realize
+    PendingBackward.realize     a known GradientPlan run, the leaves given their gradients
+    defer_backward              a backward() of a small graph recorded
     tensor(shape, list)         a float32 cpu leaf straight from the list
 
 It is compiled at first import by the C compiler the cpu device uses, against this
@@ -158,9 +161,12 @@ def install() -> ModuleType | None:
     tensor_module = importlib.import_module("cudagrad.tensor")   # cg.tensor is the constructor
     Tensor = tensor_module.Tensor
     python_data = Tensor.__dict__["data"].fget
+    python_grad = Tensor.__dict__["grad"].fget
     module.configure({
         "Node": node_module.Node, "Tensor": Tensor, "Storage": node_module.Storage,
-        "CpuBuffer": cpu.CpuBuffer, "BUFFER": node_module.Op.BUFFER, "CONST": node_module.Op.CONST,
+        "CpuBuffer": cpu.CpuBuffer, "Slot": backward_cache._Slot,
+        "PendingBackward": backward_cache.PendingBackward,
+        "BUFFER": node_module.Op.BUFFER, "CONST": node_module.Op.CONST,
         "float32": float32, "array": cpu.array, "zero_bytes": cpu._ZERO_BYTES,
         "nodes": node_module._NODES, "node_globals": vars(node_module),
         "plans": realization._PLANS, "stats": STATS, "active": ACTIVE,
@@ -169,10 +175,11 @@ def install() -> ModuleType | None:
         "environ": environment._DATA if environment._FAST else None,
         "canonicalize": realization.canonicalize, "realize_node": realization.realize_node,
         "data": python_data, "allocate": get_device("cpu").allocate,
-        "make_node": node_module.make_node,
+        "make_node": node_module.make_node, "grad": python_grad,
     })
+    # the replaced functions (tests compare)
     _state["python"] = {"make_node": node_module.make_node, "canonicalize": realization.canonicalize,
-                        "data": python_data}       # the replaced functions (tests compare)
+                        "data": python_data, "grad": python_grad}
     # modules that imported make_node or canonicalize by name get the C ones too
     for holder in (node_module, ops, reductions, tensor_module):
         setattr(holder, "make_node", module.make_node)
@@ -180,6 +187,9 @@ def install() -> ModuleType | None:
         setattr(holder, "canonicalize", module.canonicalize)
     setattr(creation, "_native_leaf", module.float32_leaf)
     setattr(Tensor, "data", property(module.tensor_data, doc=python_data.__doc__))
+    setattr(Tensor, "grad", property(module.tensor_grad, doc=python_grad.__doc__))
+    setattr(backward_cache, "_native_gradients", module.realize_gradients)
+    setattr(backward_cache, "_native_defer", module.defer_backward)
     _state["accel"] = module
     _state["reason"] = ""
     return module

@@ -24,15 +24,17 @@
 #define RELEASE_GIL_BYTES 65536     /* bigger kernels run without the GIL, as ctypes does */
 
 /* ---- what configure() hands over (strong references, kept for the process) ---- */
-static PyTypeObject *NodeType, *TensorType, *StorageType, *BufferType;
+static PyTypeObject *NodeType, *TensorType, *StorageType, *BufferType, *SlotType, *PendingType;
 static PyObject *OP_BUFFER, *OP_CONST, *FLOAT32, *CPU, *ARRAY_TYPE, *ZERO_BYTES, *CODE_F;
 static PyObject *NODES, *NODE_GLOBALS, *PLANS, *STATS, *ACTIVE, *ENVIRON, *DEBUG_KEY;
-static PyObject *canonicalize_py, *realize_node_py, *data_py, *allocate_py, *make_node_py;
+static PyObject *canonicalize_py, *realize_node_py, *data_py, *allocate_py, *make_node_py, *grad_py;
 static PyObject *S_sweep_at, *S_sweep_nodes, *S_launched, *S_realized, *S_arg, *S_buffer, *S_ptr,
-    *S_nbytes, *S_replay;
+    *S_nbytes, *S_replay, *S_plan, *S_node_count, *S_inputs, *S_outputs, *S_written, *S_nodes,
+    *S_leaves, *S_realize;
 static Py_ssize_t N_op, N_srcs, N_arg, N_shape, N_dtype, N_device, N_realized;
 static Py_ssize_t T_node, T_requires_grad, T_grad, T_pending_backward, T_pending, T_is_leaf;
-static Py_ssize_t ST_buffer, ST_device, ST_owner, B_raw, B_nbytes, B_ptr, B_array;
+static Py_ssize_t ST_buffer, ST_device, ST_owner, B_raw, B_nbytes, B_ptr, B_array, SL_realized;
+static Py_ssize_t P_output, P_nodes, P_key, P_leaves, P_leaf_numbers;
 
 static void set_slot(PyObject *obj, Py_ssize_t offset, PyObject *value)
 {
@@ -75,16 +77,17 @@ static PyObject *configure(PyObject *self, PyObject *config)
 {
     if (!PyDict_Check(config)) return PyErr_Format(PyExc_TypeError, "configure: a dict");
     PyObject **targets[] = {(PyObject **)&NodeType, (PyObject **)&TensorType,
-        (PyObject **)&StorageType, (PyObject **)&BufferType, &OP_BUFFER, &OP_CONST, &FLOAT32,
+        (PyObject **)&StorageType, (PyObject **)&BufferType, (PyObject **)&SlotType,
+        (PyObject **)&PendingType, &OP_BUFFER, &OP_CONST, &FLOAT32,
         &ARRAY_TYPE, &ZERO_BYTES, &NODES, &NODE_GLOBALS, &PLANS, &STATS, &ACTIVE, &ENVIRON,
-        &canonicalize_py, &realize_node_py, &data_py, &allocate_py, &make_node_py};
-    const char *names[] = {"Node", "Tensor", "Storage", "CpuBuffer", "BUFFER", "CONST",
-        "float32", "array", "zero_bytes", "nodes", "node_globals", "plans", "stats", "active",
-        "environ", "canonicalize", "realize_node", "data", "allocate", "make_node"};
+        &canonicalize_py, &realize_node_py, &data_py, &allocate_py, &make_node_py, &grad_py};
+    const char *names[] = {"Node", "Tensor", "Storage", "CpuBuffer", "Slot", "PendingBackward",
+        "BUFFER", "CONST", "float32", "array", "zero_bytes", "nodes", "node_globals", "plans", "stats", "active",
+        "environ", "canonicalize", "realize_node", "data", "allocate", "make_node", "grad"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (take(config, names[i], targets[i]) < 0) return NULL;
-    PyTypeObject *types[] = {NodeType, TensorType, StorageType, BufferType};
-    for (int i = 0; i < 4; i++)
+    PyTypeObject *types[] = {NodeType, TensorType, StorageType, BufferType, SlotType, PendingType};
+    for (int i = 0; i < 6; i++)
         if (!PyType_Check(types[i])) return PyErr_Format(PyExc_TypeError, "configure: a class");
     if (!PyList_CheckExact(ACTIVE) || PyList_GET_SIZE(ACTIVE) != 1 || !PyDict_CheckExact(NODES)
         || !PyDict_CheckExact(PLANS) || !PyDict_CheckExact(STATS) || !PyDict_Check(NODE_GLOBALS))
@@ -103,7 +106,11 @@ static PyObject *configure(PyObject *self, PyObject *config)
         || slot_offset(StorageType, "device", &ST_device)
         || slot_offset(StorageType, "owner", &ST_owner)
         || slot_offset(BufferType, "raw", &B_raw) || slot_offset(BufferType, "nbytes", &B_nbytes)
-        || slot_offset(BufferType, "ptr", &B_ptr) || slot_offset(BufferType, "_array", &B_array))
+        || slot_offset(BufferType, "ptr", &B_ptr) || slot_offset(BufferType, "_array", &B_array)
+        || slot_offset(SlotType, "realized", &SL_realized)
+        || slot_offset(PendingType, "output", &P_output) || slot_offset(PendingType, "nodes", &P_nodes)
+        || slot_offset(PendingType, "key", &P_key) || slot_offset(PendingType, "leaves", &P_leaves)
+        || slot_offset(PendingType, "leaf_numbers", &P_leaf_numbers))
         return NULL;
     CPU = PyUnicode_InternFromString("cpu");
     CODE_F = PyUnicode_InternFromString("f");
@@ -117,6 +124,14 @@ static PyObject *configure(PyObject *self, PyObject *config)
     S_ptr = PyUnicode_InternFromString("ptr");
     S_nbytes = PyUnicode_InternFromString("nbytes");
     S_replay = PyUnicode_InternFromString("replay");
+    S_plan = PyUnicode_InternFromString("plan");
+    S_node_count = PyUnicode_InternFromString("node_count");
+    S_inputs = PyUnicode_InternFromString("inputs");
+    S_outputs = PyUnicode_InternFromString("outputs");
+    S_written = PyUnicode_InternFromString("written");
+    S_nodes = PyUnicode_InternFromString("nodes");
+    S_leaves = PyUnicode_InternFromString("leaves");
+    S_realize = PyUnicode_InternFromString("realize");
     if (PyErr_Occurred()) return NULL;
     Py_RETURN_NONE;
 }
@@ -616,12 +631,234 @@ static PyObject *float32_leaf(PyObject *self, PyObject *const *args, Py_ssize_t 
     return leaf;
 }
 
+/* Tensor(node): an op result or a gradient, no leaf, no grad required */
+static PyObject *new_tensor(PyObject *node, PyObject *requires_grad, PyObject *is_leaf)
+{
+    PyObject *tensor = TensorType->tp_alloc(TensorType, 0);
+    if (tensor == NULL) return NULL;
+    set_slot(tensor, T_node, node);
+    set_slot(tensor, T_requires_grad, requires_grad);
+    set_slot(tensor, T_grad, Py_None);
+    set_slot(tensor, T_pending_backward, Py_None);
+    set_slot(tensor, T_pending, Py_None);
+    set_slot(tensor, T_is_leaf, is_leaf);
+    return tensor;
+}
+
+/* ---- PendingBackward.realize with its GradientPlan known (backward_cache.py) ---- */
+
+/* each waiting leaf gets Tensor(Node(BUFFER, (), Storage(buffer, device), ...)) */
+static int give_gradient(PyObject *leaf, PyObject *pending, PyObject *number, PyObject *slots)
+{
+    if (SLOT(leaf, T_pending_backward) != pending) return 0;       /* no longer waiting */
+    set_slot(leaf, T_pending_backward, Py_None);
+    if (number == Py_None) { set_slot(leaf, T_grad, Py_None); return 0; }
+    Py_ssize_t index = PyLong_AsSsize_t(number);
+    if (index < 0 || index >= PyList_GET_SIZE(slots)) return -1;
+    PyObject *slot = PyList_GET_ITEM(slots, index), *node = SLOT(leaf, T_node);
+    if (Py_TYPE(slot) != SlotType || Py_TYPE(node) != NodeType) return -1;
+    PyObject *device = SLOT(node, N_device), *empty = PyTuple_New(0), *gradient = NULL;
+    PyObject *storage = StorageType->tp_alloc(StorageType, 0), *grad_node = NULL;
+    if (storage != NULL && empty != NULL) {
+        set_slot(storage, ST_buffer, SLOT(slot, SL_realized));
+        set_slot(storage, ST_device, device);
+        set_slot(storage, ST_owner, Py_None);
+        grad_node = new_node(OP_BUFFER, empty, storage, SLOT(node, N_shape), SLOT(node, N_dtype), device);
+    }
+    if (grad_node != NULL) gradient = new_tensor(grad_node, Py_False, Py_False);
+    if (gradient != NULL) set_slot(leaf, T_grad, gradient);
+    Py_XDECREF(empty); Py_XDECREF(storage); Py_XDECREF(grad_node);
+    if (gradient == NULL) return -1;
+    Py_DECREF(gradient);
+    return 0;
+}
+
+/* realize_gradients(pending, known): None, or NotImplemented where Python must do it */
+static PyObject *realize_gradients(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) return PyErr_Format(PyExc_TypeError, "realize_gradients(pending, known)");
+    PyObject *pending = args[0], *known = args[1], *slots = NULL, *result = NULL, *replayer = NULL;
+    PyObject *nodes = PyObject_GetAttr(pending, S_nodes), *leaves = PyObject_GetAttr(pending, S_leaves);
+    PyObject *plan = PyObject_GetAttr(known, S_plan), *count = PyObject_GetAttr(known, S_node_count);
+    PyObject *inputs = PyObject_GetAttr(known, S_inputs), *outputs = PyObject_GetAttr(known, S_outputs);
+    PyObject *written = PyObject_GetAttr(known, S_written);
+    if (!nodes || !leaves || !plan || !count || !inputs || !outputs || !written) goto done;
+    if (debugging() || !PyList_CheckExact(nodes) || !PyList_CheckExact(leaves)
+        || !PyTuple_CheckExact(inputs) || !PyTuple_CheckExact(outputs) || !PyTuple_CheckExact(written))
+        goto python;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(leaves); i++) {
+        PyObject *leaf = PyWeakref_GetObject(PyList_GET_ITEM(leaves, i));
+        if (leaf != Py_None && Py_TYPE(leaf) != TensorType) goto python;
+    }
+    slots = PyList_New(PyLong_AsSsize_t(count));
+    if (slots == NULL) goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(slots); i++) PyList_SET_ITEM(slots, i, Py_NewRef(Py_None));
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(inputs); i++) {     /* (number, forward number) */
+        PyObject *pair = PyTuple_GET_ITEM(inputs, i);
+        Py_ssize_t number = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 0));
+        Py_ssize_t forward = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 1));
+        if (number < 0 || number >= PyList_GET_SIZE(slots) || forward < 0
+            || forward >= PyList_GET_SIZE(nodes)) goto python;
+        PyList_SetItem(slots, number, Py_NewRef(PyList_GET_ITEM(nodes, forward)));
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(written); i++) {    /* a _Slot per output */
+        Py_ssize_t number = PyLong_AsSsize_t(PyTuple_GET_ITEM(written, i));
+        PyObject *slot = SlotType->tp_alloc(SlotType, 0);
+        if (slot == NULL) goto done;
+        set_slot(slot, SL_realized, Py_None);
+        if (number < 0 || number >= PyList_GET_SIZE(slots)) { Py_DECREF(slot); goto python; }
+        PyList_SetItem(slots, number, slot);
+    }
+    replayer = PyObject_GetAttr(plan, S_replay);
+    PyObject *ran = replayer ? PyObject_CallOneArg(replayer, slots) : NULL;
+    if (ran == NULL) goto done;
+    Py_DECREF(ran);
+    Py_ssize_t given = PyList_GET_SIZE(leaves) < PyTuple_GET_SIZE(outputs) ? PyList_GET_SIZE(leaves)
+                                                                            : PyTuple_GET_SIZE(outputs);
+    for (Py_ssize_t i = 0; i < given; i++) {
+        PyObject *leaf = PyWeakref_GetObject(PyList_GET_ITEM(leaves, i));
+        if (leaf == NULL) goto done;
+        if (leaf == Py_None) continue;
+        Py_INCREF(leaf);
+        int failed = give_gradient(leaf, pending, PyTuple_GET_ITEM(outputs, i), slots);
+        Py_DECREF(leaf);
+        if (failed) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "realize_gradients: a bad plan");
+            goto done;
+        }
+    }
+    result = Py_NewRef(Py_None);
+    goto done;
+python:
+    PyErr_Clear();
+    result = Py_NewRef(Py_NotImplemented);
+done:
+    Py_XDECREF(nodes); Py_XDECREF(leaves); Py_XDECREF(plan); Py_XDECREF(count);
+    Py_XDECREF(inputs); Py_XDECREF(outputs); Py_XDECREF(written); Py_XDECREF(slots);
+    Py_XDECREF(replayer);
+    return result;
+}
+
+/* Tensor.grad: a pending backward realized, then the gradient's .data */
+static PyObject *tensor_grad(PyObject *self, PyObject *tensor)
+{
+    if (Py_TYPE(tensor) != TensorType || !SLOT(tensor, T_pending_backward) || !SLOT(tensor, T_grad))
+        return PyObject_CallOneArg(grad_py, tensor);
+    PyObject *pending = SLOT(tensor, T_pending_backward);
+    if (pending != Py_None) {
+        PyObject *done = PyObject_CallMethodNoArgs(pending, S_realize);
+        if (done == NULL) return NULL;
+        Py_DECREF(done);
+    }
+    PyObject *grad = SLOT(tensor, T_grad);
+    if (grad == NULL || grad == Py_None) return Py_XNewRef(grad);
+    Py_INCREF(grad);
+    PyObject *values = tensor_data(NULL, grad);
+    Py_DECREF(grad);
+    return values;
+}
+
+/* ---- defer_backward (backward_cache.py): record a backward() of a small graph ---- */
+
+/* The leaves under a walked graph that wait for a gradient: 1; 0 where the usual path
+ * must build the gradient graph (a computed value under it, a leaf accumulating); -2
+ * where Python's function must look (objects of other types); -1 an error */
+static int waiting_leaves(PyObject *nodes, PyObject *numbers, PyObject *leaves)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(nodes); i++) {
+        PyObject *node = PyList_GET_ITEM(nodes, i), *storage = SLOT(node, N_arg);
+        if (SLOT(node, N_op) != OP_BUFFER) {
+            if (SLOT(node, N_realized) != Py_None) return 0;
+            continue;
+        }
+        if (Py_TYPE(storage) != StorageType) return -2;
+        PyObject *owner_ref = SLOT(storage, ST_owner);
+        if (owner_ref == NULL || owner_ref == Py_None) continue;
+        if (!PyWeakref_CheckRef(owner_ref)) return -2;
+        PyObject *owner = PyWeakref_GetObject(owner_ref);
+        if (owner == Py_None) continue;
+        if (Py_TYPE(owner) != TensorType || !SLOT(owner, T_requires_grad)) return -2;
+        int requires = PyObject_IsTrue(SLOT(owner, T_requires_grad));
+        if (requires < 0) return -1;
+        if (!requires || SLOT(owner, T_node) != node) continue;
+        if (SLOT(owner, T_grad) != Py_None || SLOT(owner, T_pending_backward) != Py_None) return 0;
+        PyObject *number = PyLong_FromSsize_t(i);
+        int failed = number == NULL || PyList_Append(numbers, number) < 0
+            || PyList_Append(leaves, owner) < 0;
+        Py_XDECREF(number);
+        if (failed) return -1;
+    }
+    return PyList_GET_SIZE(leaves) > 0;
+}
+
+/* defer_backward(output, leaf_owners, limit) -> bool; NotImplemented: Python decides */
+static PyObject *defer_backward(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_CheckExact(args[1]))
+        return PyErr_Format(PyExc_TypeError, "defer_backward(output, leaf_owners, limit)");
+    if (Py_TYPE(args[0]) != NodeType || PyList_GET_ITEM(ACTIVE, 0) != Py_None)
+        return Py_NewRef(Py_NotImplemented);         /* a capture notes the gradients */
+    PyObject *targets = PyList_New(1), *walked = NULL, *numbers = NULL, *leaves = NULL;
+    PyObject *pending = NULL, *refs = NULL, *result = NULL;
+    if (targets == NULL) return NULL;
+    PyList_SET_ITEM(targets, 0, Py_NewRef(args[0]));
+    walked = canonicalize_walk(targets, PyLong_AsSsize_t(args[2]));
+    Py_DECREF(targets);
+    if (walked == NULL) return NULL;
+    if (walked == Py_None) { result = Py_NewRef(Py_False); goto done; }
+    PyObject *nodes = PyTuple_GET_ITEM(walked, 1);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(nodes); i++)
+        if (Py_TYPE(PyList_GET_ITEM(nodes, i)) != NodeType) {
+            result = Py_NewRef(Py_NotImplemented);
+            goto done;
+        }
+    numbers = PyList_New(0);
+    leaves = PyList_New(0);
+    int found = numbers && leaves ? waiting_leaves(nodes, numbers, leaves) : -1;
+    if (found == -2) { result = Py_NewRef(Py_NotImplemented); goto done; }
+    if (found <= 0) { result = found < 0 ? NULL : Py_NewRef(Py_False); goto done; }
+    /* PendingBackward(output, nodes, key, tuple(leaf_numbers), leaves) */
+    pending = PendingType->tp_alloc(PendingType, 0);
+    refs = PyList_New(PyList_GET_SIZE(leaves));
+    PyObject *leaf_numbers = PyList_AsTuple(numbers);
+    if (pending == NULL || refs == NULL || leaf_numbers == NULL) { Py_XDECREF(leaf_numbers); goto done; }
+    set_slot(pending, P_output, args[0]);
+    set_slot(pending, P_nodes, nodes);
+    set_slot(pending, P_key, PyTuple_GET_ITEM(walked, 0));
+    SLOT(pending, P_leaf_numbers) = leaf_numbers;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(leaves); i++) {
+        PyObject *ref = PyWeakref_NewRef(PyList_GET_ITEM(leaves, i), NULL);
+        if (ref == NULL) goto done;
+        PyList_SET_ITEM(refs, i, ref);
+    }
+    set_slot(pending, P_leaves, refs);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(leaves); i++) {
+        PyObject *leaf = PyList_GET_ITEM(leaves, i), *id = PyLong_FromVoidPtr(leaf);
+        set_slot(leaf, T_pending_backward, pending);
+        if (id == NULL || PyDict_SetItem(args[1], id, PyList_GET_ITEM(refs, i)) < 0) {
+            Py_XDECREF(id);
+            goto done;
+        }
+        Py_DECREF(id);
+    }
+    result = Py_NewRef(Py_True);
+done:
+    Py_XDECREF(walked); Py_XDECREF(numbers); Py_XDECREF(leaves); Py_XDECREF(pending);
+    Py_XDECREF(refs);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_O, "configure(dict): the classes and tables to work on"},
     {"make_node", (PyCFunction)(void (*)(void))make_node, METH_FASTCALL, "ir.node.make_node"},
     {"canonicalize", canonicalize_graph, METH_VARARGS, "realization.canonicalize"},
     {"replay", (PyCFunction)(void (*)(void))replay, METH_FASTCALL, "replay(spec, nodes)"},
     {"tensor_data", tensor_data, METH_O, "Tensor.data"},
+    {"tensor_grad", tensor_grad, METH_O, "Tensor.grad"},
+    {"defer_backward", (PyCFunction)(void (*)(void))defer_backward, METH_FASTCALL,
+     "backward_cache.defer_backward without a capture"},
+    {"realize_gradients", (PyCFunction)(void (*)(void))realize_gradients, METH_FASTCALL,
+     "PendingBackward.realize with its GradientPlan known"},
     {"float32_leaf", (PyCFunction)(void (*)(void))float32_leaf, METH_FASTCALL,
      "float32_leaf(shape, data, requires_grad): a cpu leaf, or None outside the short form"},
     {NULL, NULL, 0, NULL}};
