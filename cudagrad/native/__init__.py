@@ -28,10 +28,8 @@ import importlib.util
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -112,6 +110,9 @@ def build() -> ModuleType | None:
             return _load_module(entry)
         except (ImportError, OSError):      # a bad entry is rebuilt, never trusted
             pass
+    # only to build: `import cudagrad` with a warm cache needs neither
+    import subprocess
+    import tempfile
     with tempfile.TemporaryDirectory(prefix="cudagrad-native-") as work:
         output = Path(work) / "_accel.so"
         command = [compiler, *FLAGS, *(f"-I{path}" for path in includes), "-o", str(output),

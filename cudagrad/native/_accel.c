@@ -449,7 +449,9 @@ static PyObject *replay(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *step = PyTuple_GET_ITEM(steps, s);
         PyObject *outputs = PyTuple_GET_ITEM(step, 1), *inputs = PyTuple_GET_ITEM(step, 2);
         void *pointers[MAX_ARGS];
+        PyObject *held[MAX_ARGS];     /* each argument's buffer, alive while its kernel runs */
         Py_ssize_t n = 0, total = 0;
+        if (PyTuple_GET_SIZE(outputs) + PyTuple_GET_SIZE(inputs) > MAX_ARGS) failed = 1;
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(outputs) && !failed; i++) {
             PyObject *output = PyTuple_GET_ITEM(outputs, i);
             Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(output, 0));
@@ -457,7 +459,9 @@ static PyObject *replay(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             failed = buffer == NULL || index < 0 || index >= count;
             if (!failed) {
                 Py_XSETREF(made[index], buffer);
-                failed = address_of(buffer, &pointers[n++], &total) < 0;
+                held[n] = Py_NewRef(buffer);
+                failed = address_of(buffer, &pointers[n], &total) < 0;
+                n++;
             } else Py_XDECREF(buffer);
         }
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(inputs) && !failed; i++) {
@@ -465,17 +469,24 @@ static PyObject *replay(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             failed = index < 0 || index >= count;
             PyObject *buffer = failed ? NULL : made[index] ? made[index]
                                                            : input_of(PyList_GET_ITEM(nodes, index));
-            failed = buffer == NULL || address_of(buffer, &pointers[n++], &total) < 0;
+            failed = buffer == NULL;
+            if (!failed) {
+                held[n] = Py_NewRef(buffer);
+                failed = address_of(buffer, &pointers[n], &total) < 0;
+                n++;
+            }
         }
-        if (failed) break;
-        void *function = PyLong_AsVoidPtr(PyTuple_GET_ITEM(step, 0));
-        if (total > RELEASE_GIL_BYTES) {
-            Py_BEGIN_ALLOW_THREADS
-            call_kernel(function, pointers, n);
-            Py_END_ALLOW_THREADS
-        } else {
-            call_kernel(function, pointers, n);
+        if (!failed) {
+            void *function = PyLong_AsVoidPtr(PyTuple_GET_ITEM(step, 0));
+            if (total > RELEASE_GIL_BYTES) {
+                Py_BEGIN_ALLOW_THREADS
+                call_kernel(function, pointers, n);
+                Py_END_ALLOW_THREADS
+            } else {
+                call_kernel(function, pointers, n);
+            }
         }
+        for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(held[i]);
     }
     for (Py_ssize_t index = 0; index < count && !failed; index++) {
         if (made[index] == NULL) continue;
@@ -498,7 +509,7 @@ static PyObject *replay(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 /* ---- Tensor.data (tensor.py) on the cpu, float32 ---- */
 static PyObject *float_list(PyObject *buffer, PyObject *shape)
 {
-    if (Py_TYPE(buffer) != BufferType || !PyTuple_CheckExact(shape)) return NULL;
+    if (shape == NULL || Py_TYPE(buffer) != BufferType || !PyTuple_CheckExact(shape)) return NULL;
     PyObject *raw = SLOT(buffer, B_raw);
     if (raw == NULL || Py_TYPE(raw) != (PyTypeObject *)ARRAY_TYPE) return NULL;
     Py_ssize_t count = 1;
@@ -687,6 +698,7 @@ static PyObject *realize_gradients(PyObject *self, PyObject *const *args, Py_ssi
         || !PyTuple_CheckExact(inputs) || !PyTuple_CheckExact(outputs) || !PyTuple_CheckExact(written))
         goto python;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(leaves); i++) {
+        if (!PyWeakref_CheckRef(PyList_GET_ITEM(leaves, i))) goto python;
         PyObject *leaf = PyWeakref_GetObject(PyList_GET_ITEM(leaves, i));
         if (leaf != Py_None && Py_TYPE(leaf) != TensorType) goto python;
     }
