@@ -36,7 +36,9 @@ from types import ModuleType
 from cudagrad.runtime import cache
 
 SOURCE = Path(__file__).with_name("_accel.c")
-FLAGS = ("-O2", "-fPIC", "-shared", "-fno-strict-aliasing")
+# -O1: the code is calls into the CPython API, as fast as with -O2 (the tiny bench within
+# noise), and it builds in 0.23 s instead of 0.38 s on a cold cache
+FLAGS = ("-O1", "-fPIC", "-shared", "-fno-strict-aliasing")
 _MODULE_NAME = "cudagrad.native._accel"     # its init function: PyInit__accel
 CACHE_FOLDER = "native"     # beside the kernels, in a folder of its own: it is no kernel
 

@@ -82,8 +82,8 @@ static PyObject *configure(PyObject *self, PyObject *config)
         &ARRAY_TYPE, &ZERO_BYTES, &NODES, &NODE_GLOBALS, &PLANS, &STATS, &ACTIVE, &ENVIRON,
         &canonicalize_py, &realize_node_py, &data_py, &allocate_py, &make_node_py, &grad_py};
     const char *names[] = {"Node", "Tensor", "Storage", "CpuBuffer", "Slot", "PendingBackward",
-        "BUFFER", "CONST", "float32", "array", "zero_bytes", "nodes", "node_globals", "plans", "stats", "active",
-        "environ", "canonicalize", "realize_node", "data", "allocate", "make_node", "grad"};
+        "BUFFER", "CONST", "float32", "array", "zero_bytes", "nodes", "node_globals", "plans", "stats",
+        "active", "environ", "canonicalize", "realize_node", "data", "allocate", "make_node", "grad"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (take(config, names[i], targets[i]) < 0) return NULL;
     PyTypeObject *types[] = {NodeType, TensorType, StorageType, BufferType, SlotType, PendingType};
@@ -439,9 +439,22 @@ static int address_of(PyObject *buffer, void **address, Py_ssize_t *total)
  * (input index, ...), program) */
 static PyObject *replay(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyList_CheckExact(args[1]))
+    if (nargs != 2 || !PyList_CheckExact(args[1]) || !PyTuple_CheckExact(args[0])
+        || PyTuple_GET_SIZE(args[0]) != 2 || !PyTuple_CheckExact(PyTuple_GET_ITEM(args[0], 0)))
         return PyErr_Format(PyExc_TypeError, "replay(spec, nodes: list)");
     PyObject *steps = PyTuple_GET_ITEM(args[0], 0), *nodes = args[1];
+    for (Py_ssize_t s = 0; s < PyTuple_GET_SIZE(steps); s++) {     /* replay.py's shape of a step */
+        PyObject *step = PyTuple_GET_ITEM(steps, s);
+        if (!PyTuple_CheckExact(step) || PyTuple_GET_SIZE(step) != 4
+            || !PyTuple_CheckExact(PyTuple_GET_ITEM(step, 1))
+            || !PyTuple_CheckExact(PyTuple_GET_ITEM(step, 2)))
+            return PyErr_Format(PyExc_TypeError, "replay: a malformed step");
+        PyObject *outputs = PyTuple_GET_ITEM(step, 1);
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(outputs); i++)
+            if (!PyTuple_CheckExact(PyTuple_GET_ITEM(outputs, i))
+                || PyTuple_GET_SIZE(PyTuple_GET_ITEM(outputs, i)) != 2)
+                return PyErr_Format(PyExc_TypeError, "replay: a malformed output");
+    }
     Py_ssize_t count = PyList_GET_SIZE(nodes), failed = 0;
     PyObject *small[64] = {0}, **made = count <= 64 ? small : PyMem_Calloc(count, sizeof(PyObject *));
     if (made == NULL) return PyErr_NoMemory();
