@@ -165,7 +165,7 @@ def install() -> ModuleType | None:
     Tensor = tensor_module.Tensor
     python_data = Tensor.__dict__["data"].fget
     python_grad = Tensor.__dict__["grad"].fget
-    module.configure({
+    configuration = {
         "Node": node_module.Node, "Tensor": Tensor, "Storage": node_module.Storage,
         "CpuBuffer": cpu.CpuBuffer, "Slot": backward_cache._Slot,
         "PendingBackward": backward_cache.PendingBackward,
@@ -179,7 +179,12 @@ def install() -> ModuleType | None:
         "canonicalize": realization.canonicalize, "realize_node": realization.realize_node,
         "data": python_data, "allocate": get_device("cpu").allocate,
         "make_node": node_module.make_node, "grad": python_grad,
-    })
+    }
+    try:
+        module.configure(configuration)
+    except (TypeError, KeyError) as error:     # the classes are not laid out as it expects
+        _state["reason"] = f"not configured: {error}"
+        return None
     # the replaced functions (tests compare)
     _state["python"] = {"make_node": node_module.make_node, "canonicalize": realization.canonicalize,
                         "data": python_data, "grad": python_grad}
