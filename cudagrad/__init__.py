@@ -26,6 +26,10 @@ from cudagrad.tensor import Tensor, no_grad, realize
 
 _methods.bind()
 
+from cudagrad import native as _native  # noqa: E402
+
+_native.install()     # the C accelerator of the hot path, where it builds (cudagrad/native)
+
 from cudagrad import nn, optim  # noqa: E402  (they build on the bound Tensor methods)
 from cudagrad.jit import jit  # noqa: E402
 from cudagrad.serialization import load, save  # noqa: E402

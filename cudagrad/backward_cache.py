@@ -37,6 +37,9 @@ SMALL_GRAPH_NODES = 48
 
 _GRADIENT_PLANS: dict = {}
 _BUFFER = Op.BUFFER
+# the C accelerator's realize_gradients and defer_backward (cudagrad/native), once installed
+_native_gradients = None
+_native_defer = None
 
 
 @dataclass
@@ -101,6 +104,11 @@ class PendingBackward:
         if known is None:
             self._realize_and_learn(plan_key)
             return
+        if _native_gradients is not None and _CAPTURING[0] is None:
+            # the rest of this function, in C (cudagrad/native); NotImplemented: not taken
+            # (CUDAGRAD_DEBUG logs the launches: run_plan below)
+            if _native_gradients(self, known) is None:
+                return
         slots: list = [None] * known.node_count
         nodes = self.nodes
         for number, forward_number in known.inputs:
@@ -162,6 +170,10 @@ def defer_backward(output: Node, leaf_owners: dict) -> bool:
     """Record a backward() of output instead of building its gradient graph, when the
     graph is small and every leaf under it still has no gradient. False: not taken
     (the caller builds the gradient graph as usual)."""
+    if _native_defer is not None:          # this function in C (cudagrad/native), but in a capture
+        deferred = _native_defer(output, leaf_owners, SMALL_GRAPH_NODES)
+        if deferred is not NotImplemented:
+            return deferred
     found = canonicalize([output], SMALL_GRAPH_NODES)
     if found is None:
         return False

@@ -90,10 +90,18 @@ def _float32_leaf_from_list(data, count: int, shape: tuple[int, ...], device,
 
 
 _BUFFER, _FLOAT32 = Op.BUFFER, dtypes.float32
+# the C accelerator's float32_leaf (cudagrad/native), set by native.install(); None: Python only
+_native_leaf = None
 
 
 def tensor(shape_or_data, data=None, *, dtype=None, device=None, requires_grad: bool = True) -> Tensor:
     """tensor(shape, flat_data) as in the seed, or tensor(data) inferring the shape."""
+    if _native_leaf is not None and device == "cpu" and (dtype is None or dtype is _FLOAT32) \
+            and _CAPTURING[0] is None:
+        # the short form below, in C (None: not the short form); a capture notes host buffers
+        leaf = _native_leaf(shape_or_data, data, requires_grad)
+        if leaf is not None:
+            return leaf
     if (type(data) is list or type(data) is tuple) and data and (dtype is None or dtype is _FLOAT32):
         # the seed's form, on the tiny-op hot path: plain ints for the shape and plain
         # numbers for the data skip the general checks below (which explain any error)

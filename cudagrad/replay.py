@@ -22,8 +22,11 @@ others go through device.launch, which counts its own launches.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 from typing import Any
 
+from cudagrad import native
 from cudagrad.runtime.stats import STATS
 
 
@@ -65,10 +68,33 @@ def replay_source(plan) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines) + "\n", names
 
 
+def native_replay(plan, accel):
+    """The same replay run by the C accelerator (cudagrad/native): a partial of its
+    replay() on the plan's steps as plain data, or None where it does not apply."""
+    device = plan.device
+    if accel is None or not hasattr(device, "c_function"):
+        return None
+    steps = []
+    for step in plan.steps:
+        if len(step.outputs) + len(step.inputs) > MAX_NATIVE_ARGS:
+            return None
+        function = device.c_function(step.program)
+        address = ctypes.cast(function, ctypes.c_void_p).value
+        outputs = tuple(zip(step.outputs, step.output_bytes))
+        # the program rides along: it keeps the shared object (and so the address) loaded
+        steps.append((address, outputs, tuple(step.inputs), step.program))
+    return functools.partial(accel.replay, (tuple(steps), len(plan.steps)))
+
+
+MAX_NATIVE_ARGS = 16       # _accel.c's MAX_ARGS
+
+
 def compile_replay(plan):
     source, names = replay_source(plan)
-    code = compile(source, "<cudagrad replay>", "exec")
-    exec(code, names)           # noqa: S102 (our own generated text, from plan data alone)
-    replay = names["replay"]
+    replay = native_replay(plan, native.accel())
+    if replay is None:
+        code = compile(source, "<cudagrad replay>", "exec")
+        exec(code, names)           # noqa: S102 (our own generated text, from plan data alone)
+        replay = names["replay"]
     replay.source = source
     return replay

@@ -24,6 +24,7 @@ print(a.grad)
 print(b.grad)
 import sys
 print(cg.__file__, file=sys.stderr)
+print("native:", cg.native.reason() or "in use", file=sys.stderr)
 """
 EXPECTED = "[2794.0]\n[1]\n[143.0, 187.0, 143.0, 187.0]\n[66.0, 66.0, 88.0, 88.0]\n"
 
@@ -42,6 +43,7 @@ def test_wheel_ships_templates_and_runs(tmp_path):
     templates = [p.relative_to(target).as_posix() for p in target.rglob("*.j2")]
     assert any(t.startswith("cudagrad/templates/c/") for t in templates), templates
     assert any(t.startswith("cudagrad/templates/cuda/") for t in templates), templates
+    assert (target / "cudagrad" / "native" / "_accel.c").is_file(), "the accelerator's source is not shipped"
     env = dict(os.environ, PYTHONPATH=str(target), CUDAGRAD_DEVICE="cpu",
                CUDAGRAD_CACHE_DIR=str(tmp_path / "cache"))
     run = subprocess.run([sys.executable, "-c", SEED], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -49,3 +51,5 @@ def test_wheel_ships_templates_and_runs(tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout == EXPECTED
     assert str(target) in run.stderr, f"imported the wrong cudagrad: {run.stderr}"
+    if os.environ.get("CUDAGRAD_NATIVE", "1") != "0":       # built from the shipped source
+        assert "native: in use" in run.stderr, run.stderr

@@ -15,10 +15,13 @@ from pathlib import Path
 _disabled_reason: str | None = None
 
 
-def cache_dir() -> Path | None:
-    """The cache directory, created on first use; None when it cannot be used."""
+def cache_dir(folder: str = "") -> Path | None:
+    """The cache directory (or a folder of it), created on first use; None when it cannot
+    be used."""
     global _disabled_reason
     root = Path(os.environ.get("CUDAGRAD_CACHE_DIR") or Path.home() / ".cache" / "cudagrad")
+    if folder:
+        root = root / folder
     try:
         root.mkdir(parents=True, exist_ok=True)
         if not os.access(root, os.W_OK | os.X_OK):
@@ -44,9 +47,9 @@ def _paths(root: Path, key: str, suffix: str) -> tuple[Path, Path]:
     return root / f"{key}{suffix}", root / f"{key}{suffix}.sha256"
 
 
-def load(key: str, suffix: str) -> Path | None:
+def load(key: str, suffix: str, folder: str = "") -> Path | None:
     """The verified entry's path, or None (missing or corrupt, and then deleted)."""
-    root = cache_dir()
+    root = cache_dir(folder)
     if root is None:
         return None
     entry, checksum = _paths(root, key, suffix)
@@ -79,10 +82,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def store(key: str, suffix: str, data: bytes) -> Path | None:
+def store(key: str, suffix: str, data: bytes, folder: str = "") -> Path | None:
     """Write an entry atomically; the checksum goes last, so a reader never trusts
     a half-written binary. Returns the entry's path, or None without a cache."""
-    root = cache_dir()
+    root = cache_dir(folder)
     if root is None:
         return None
     entry, checksum = _paths(root, key, suffix)
@@ -98,7 +101,7 @@ def clear() -> None:
     root = cache_dir()
     if root is None:
         return
-    for path in root.iterdir():
+    for path in [*root.iterdir(), *(root / "native").glob("*")]:    # native/: cudagrad/native
         if path.is_file():
             try:
                 path.unlink()
