@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -36,7 +37,10 @@ WGMMA_VARIANTS = {
 }
 
 
-def patch(table: dict, changes: dict) -> dict:
+@contextmanager
+def patched(table: dict, changes: dict):
+    """table with changes (None: the key removed) inside the block, as it was after; plans
+    hold rendered kernels, so they are dropped both times."""
     saved = dict(table)
     for key, value in changes.items():
         if value is None:
@@ -44,7 +48,12 @@ def patch(table: dict, changes: dict) -> dict:
         else:
             table[key] = value
     _PLANS.clear()
-    return saved
+    try:
+        yield
+    finally:
+        table.clear()
+        table.update(saved)
+        _PLANS.clear()
 
 
 def measure(bench: Bench, torch, size: int, path: str, layout: str) -> tuple[float, float]:
@@ -87,67 +96,45 @@ def main() -> None:
     torch = bench.torch
     print(f"{bench.card}; PyTorch {torch.__version__}", flush=True)
     rows = []
+
+    def record(size: int, path: str, name: str, layout: str, peak: float) -> None:
+        rate, error = measure(bench, torch, size, path, layout)
+        rows.append((size, path, name, layout, rate, rate / peak, error))
+        print(rows[-1], flush=True)
+
     for size in sizes:
         peaks = {"fp32": bench.cublas_tflops(size, size, size),
                  "tf32": bench.cublas_tflops(size, size, size, "float32", True),
                  "bf16": bench.cublas_tflops(size, size, size, "bfloat16")}
         print(f"cuBLAS {size}: " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()), flush=True)
         for name, changes in SIMT_VARIANTS.items() if not args.tensor_cores_only else ():
-            saved = patch(render.MATMUL_TILING, changes)
             try:
-                rate, error = measure(bench, torch, size, "fp32", "x@w")
-                rows.append((size, "fp32", name, "x@w", rate, rate / peaks["fp32"], error))
-                print(rows[-1], flush=True)
+                with patched(render.MATMUL_TILING, changes):
+                    record(size, "fp32", name, "x@w", peaks["fp32"])
             except Exception as e:      # a variant failing leaves the others
                 print(f"{size} {name}: {type(e).__name__}: {e}", flush=True)
-            finally:
-                render.MATMUL_TILING.clear()
-                render.MATMUL_TILING.update(saved)
-                _PLANS.clear()
         for path in ("tf32", "bf16"):
             for name, changes in WGMMA_VARIANTS.items():
-                saved = patch(render.WGMMA_TILING, changes)
                 try:
-                    rate, error = measure(bench, torch, size, path, "x@w")
-                    rows.append((size, path, name, "x@w", rate, rate / peaks[path], error))
-                    print(rows[-1], flush=True)
+                    with patched(render.WGMMA_TILING, changes):
+                        record(size, path, name, "x@w", peaks[path])
                 except Exception as e:
                     print(f"{size} {path} {name}: {type(e).__name__}: {e}", flush=True)
-                finally:
-                    render.WGMMA_TILING.clear()
-                    render.WGMMA_TILING.update(saved)
-                    _PLANS.clear()
-            wgmma_saved = patch(render.WGMMA_TILING, {"enabled": False})
-            for name, changes in MMA_VARIANTS.items() if not args.wgmma_only else ():
-                saved = patch(render.MMA_TILING, changes)
-                try:
-                    rate, error = measure(bench, torch, size, path, "x@w")
-                    rows.append((size, path, name, "x@w", rate, rate / peaks[path], error))
-                    print(rows[-1], flush=True)
-                except Exception as e:
-                    print(f"{size} {path} {name}: {type(e).__name__}: {e}", flush=True)
-                finally:
-                    render.MMA_TILING.clear()
-                    render.MMA_TILING.update(saved)
-                    _PLANS.clear()
-            render.WGMMA_TILING.update(wgmma_saved)
+            with patched(render.WGMMA_TILING, {"enabled": False}):
+                for name, changes in MMA_VARIANTS.items() if not args.wgmma_only else ():
+                    try:
+                        with patched(render.MMA_TILING, changes):
+                            record(size, path, name, "x@w", peaks[path])
+                    except Exception as e:
+                        print(f"{size} {path} {name}: {type(e).__name__}: {e}", flush=True)
         if size == sizes[0] and not args.tensor_cores_only:
             for name, changes in SIMT_VARIANTS.items():
-                saved = patch(render.MATMUL_TILING, changes)
-                try:
+                with patched(render.MATMUL_TILING, changes):
                     for layout in ("x@w.T", "x.T@w"):
-                        rate, error = measure(bench, torch, size, "fp32", layout)
-                        rows.append((size, "fp32", name, layout, rate, rate / peaks["fp32"], error))
-                        print(rows[-1], flush=True)
-                finally:
-                    render.MATMUL_TILING.clear()
-                    render.MATMUL_TILING.update(saved)
-                    _PLANS.clear()
+                        record(size, "fp32", name, layout, peaks["fp32"])
             for path in ("tf32", "bf16"):
                 for layout in ("x@w.T", "x.T@w"):
-                    rate, error = measure(bench, torch, size, path, layout)
-                    rows.append((size, path, "default", layout, rate, rate / peaks[path], error))
-                    print(rows[-1], flush=True)
+                    record(size, path, "default", layout, peaks[path])
         bench.free()
     print("\n| size | path | variant | layout | TFLOP/s | of cuBLAS | rel err |")
     for size, path, name, layout, rate, fraction, error in rows:
