@@ -99,24 +99,21 @@ def _mlp(device, seed):
     return model, cg.optim.Adam(model.parameters(), lr=1e-2)
 
 
+def _train_step(model, opt):
+    def step(x, labels):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def test_mlp_cross_entropy_adam_matches_the_step_without_jit(device, rng, graph):
     plain_model, plain_opt = _mlp(device, 7)
     jit_model, jit_opt = _mlp(device, 7)
-
-    def plain_step(x, labels):
-        plain_opt.zero_grad()
-        loss = F.cross_entropy(plain_model(x), labels)
-        loss.backward()
-        plain_opt.step()
-        return loss
-
-    @cg.jit(graph=graph)
-    def jit_step(x, labels):
-        jit_opt.zero_grad()
-        loss = F.cross_entropy(jit_model(x), labels)
-        loss.backward()
-        jit_opt.step()
-        return loss
+    plain_step = _train_step(plain_model, plain_opt)
+    jit_step = cg.jit(_train_step(jit_model, jit_opt), graph=graph)
 
     for call in range(6):
         x_np, labels_np = rng.standard_normal((9, 12), dtype=np.float32), rng.integers(0, 5, 9)
@@ -261,15 +258,7 @@ def test_results_must_be_tensors_and_arguments_hashable(device, rng, graph):
 
 
 def test_replays_keep_memory_flat(device, rng, graph):
-    model, opt = _mlp(device, 3)
-
-    @cg.jit(graph=graph)
-    def step(x, labels):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), labels)
-        loss.backward()
-        opt.step()
-        return loss
+    step = cg.jit(_train_step(*_mlp(device, 3)), graph=graph)
 
     x = cg.tensor(rng.standard_normal((9, 12), dtype=np.float32), device=device, requires_grad=False)
     labels = cg.tensor(rng.integers(0, 5, 9), dtype=cg.int32, device=device, requires_grad=False)
