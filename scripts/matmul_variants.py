@@ -24,6 +24,7 @@ from cudagrad.realization import _PLANS
 SIMT_VARIANTS = {
     "simt, k-contiguous a direct": {},
     "simt, k-contiguous a and b transposed": {"direct_k": False},
+    "simt, one block an SM (more registers)": {"min_blocks": 1},
 }
 MMA_VARIANTS = {
     "mma 128x128, 8 warps of 64x32": {},
@@ -88,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="4096,8192")
     parser.add_argument("--tensor-cores-only", action="store_true", help="TF32 and bf16 rows alone")
+    parser.add_argument("--simt-only", action="store_true", help="the float32 FMA kernel's variants alone")
     parser.add_argument("--wgmma-only", action="store_true", help="TF32 and bf16, warpgroup variants alone")
     args = parser.parse_args()
     args.tensor_cores_only = args.tensor_cores_only or args.wgmma_only
@@ -113,7 +115,7 @@ def main() -> None:
                     record(size, "fp32", name, "x@w", peaks["fp32"])
             except Exception as e:      # a variant failing leaves the others
                 print(f"{size} {name}: {type(e).__name__}: {e}", flush=True)
-        for path in ("tf32", "bf16"):
+        for path in ("tf32", "bf16") if not args.simt_only else ():
             for name, changes in WGMMA_VARIANTS.items():
                 try:
                     with patched(render.WGMMA_TILING, changes):
@@ -132,7 +134,7 @@ def main() -> None:
                 with patched(render.MATMUL_TILING, changes):
                     for layout in ("x@w.T", "x.T@w"):
                         record(size, "fp32", name, layout, peaks["fp32"])
-            for path in ("tf32", "bf16"):
+            for path in ("tf32", "bf16") if not args.simt_only else ():
                 for layout in ("x@w.T", "x.T@w"):
                     record(size, path, "default", layout, peaks[path])
         bench.free()

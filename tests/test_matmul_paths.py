@@ -92,11 +92,17 @@ def test_float32_operand_views(device, rng, seed, view):
     assert error < FLOAT32_ERROR, f"{view} seed={seed}: {error}"
 
 
+# output sizes whose tiles (see test_fma_tiles_shrink_until_every_multiprocessor_has_one)
+# are 128x128 and 64x64; the small sizes above get 32x32
+TILED_SIZES = {"128x128 tiles": (1412, 72, 1544), "64x64 tiles": (900, 40, 1000)}
+
+
+@pytest.mark.parametrize("tiles", sorted(TILED_SIZES))
 @pytest.mark.parametrize("layout", ["x @ w", "x @ w.T", "x.T @ w", "x.T @ w.T"])
-def test_float32_big_tiles(device, rng, seed, layout):
-    """Enough output tiles for the 128x128 tiling (the small sizes above get 64x64), edges
-    off the tile in m and n, every operand layout."""
-    m, k, n = 1412, 72, 1544
+def test_float32_big_tiles(device, rng, seed, layout, tiles):
+    """Enough output tiles for the 128x128 and 64x64 tilings, edges off the tile in m and
+    n, every operand layout."""
+    m, k, n = TILED_SIZES[tiles]
     x = normal(rng, *((k, m) if layout.startswith("x.T") else (m, k)))
     w = normal(rng, *((n, k) if layout.endswith("w.T") else (k, n)))
     a = x.T if layout.startswith("x.T") else x
@@ -105,6 +111,23 @@ def test_float32_big_tiles(device, rng, seed, layout):
     out = (xt.T if layout.startswith("x.T") else xt) @ (wt.T if layout.endswith("w.T") else wt)
     error = relative_error(out.numpy(), a.astype(np.float64) @ b)
     assert error < FLOAT32_ERROR, f"{layout} seed={seed}: {error}"
+
+
+@pytest.mark.parametrize("m,n,batch,tile", [(4096, 4096, 1, 128), (1412, 1544, 1, 128), (900, 1000, 1, 64),
+                                             (512, 512, 1, 32), (512, 512, 3, 64), (512, 512, 9, 128),
+                                             (1, 4096, 1, 32),
+                                             (3, 5, 1, 32)])
+def test_fma_tiles_shrink_until_every_multiprocessor_has_one(m, n, batch, tile):
+    """The fused multiply-add matmul takes the largest tiles that still give each of the
+    132 multiprocessors of an H100 a block (a 512-wide layer: 16 tiles of 128x128, 64 of
+    64x64, 256 of 32x32), and the smallest where none does."""
+    from types import SimpleNamespace
+
+    from cudagrad.codegen.render import TYPICAL_MULTIPROCESSORS, _fma_tiling
+    tiling = _fma_tiling(SimpleNamespace(m=m, n=n, batch=batch))
+    assert (tiling["tile_m"], tiling["tile_n"]) == (tile, tile)
+    blocks = -(-m // tile) * -(-n // tile) * batch
+    assert blocks >= TYPICAL_MULTIPROCESSORS or tile == 32
 
 
 def test_float32_odd_k_takes_the_generic_path(rng):

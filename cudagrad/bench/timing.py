@@ -55,11 +55,16 @@ def event_median_seconds(function, torch, stream, warmup: int = 3, repeats: int 
     for _ in range(warmup):
         function()
     stream.synchronize()
+    return statistics.median(event_seconds(function, torch, stream, repeats))
+
+
+def event_seconds(function, torch, stream, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` back-to-back calls of function(), from a CUDA event
+    recorded on stream between every two."""
     events = [torch.cuda.Event(enable_timing=True) for _ in range(repeats + 1)]
     events[0].record(stream)
     for index in range(repeats):
         function()
         events[index + 1].record(stream)
     events[-1].synchronize()
-    samples = [events[index].elapsed_time(events[index + 1]) for index in range(repeats)]
-    return statistics.median(samples) / 1e3
+    return [events[index].elapsed_time(events[index + 1]) / 1e3 for index in range(repeats)]

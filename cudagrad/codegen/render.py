@@ -47,6 +47,10 @@ MATMUL_TILING: dict[str, Any] = {"tile_m": 128, "tile_n": 128, "tile_k": 16, "wa
                                  "lanes_m": 4, "min_blocks": 2}
 SMALL_MATMUL_TILING: dict[str, Any] = {"tile_m": 64, "tile_n": 64, "tile_k": 16, "warps_m": 2, "warps_n": 4,
                                        "lanes_m": 8}
+# and where even those leave multiprocessors idle (a 512-wide layer), 32x32 tiles of 4 warps,
+# 4x2 a thread
+TINY_MATMUL_TILING: dict[str, Any] = {"tile_m": 32, "tile_n": 32, "tile_k": 16, "warps_m": 2, "warps_n": 2,
+                                      "lanes_m": 4}
 # Tensor-core matmul (sm_80+): 8 warps, each a 64x32 sub-tile of mma.sync steps, 3 stages of
 # cp.async copies. TF32 steps are 8 deep (K staged 32 at a time), bfloat16 steps 16 (K 64).
 MMA_TILING: dict[str, Any] = {"tile_m": 128, "tile_n": 128, "warps_m": 2, "warps_n": 4, "stages": 3,
@@ -128,6 +132,16 @@ def _cuda_arch() -> int:
         return MMA_MIN_ARCH
     major, minor = device.target["compute_capability"]
     return 10 * major + minor
+
+
+def _fma_tiling(tiles) -> dict[str, Any]:
+    """The largest tiles that still give every multiprocessor a block (the smallest else):
+    a 512x512 output is 16 tiles of 128x128 but 256 of 32x32."""
+    for tiling in (MATMUL_TILING, SMALL_MATMUL_TILING, TINY_MATMUL_TILING):
+        blocks = -(-tiles.n // tiling["tile_n"]) * -(-tiles.m // tiling["tile_m"]) * max(1, tiles.batch)
+        if blocks >= TYPICAL_MULTIPROCESSORS:
+            return tiling
+    return tiling
 
 
 def _operand_mode(layout, vector: int) -> str:
@@ -246,8 +260,7 @@ def _cuda_matmul(kernel: LoweredKernel, arch: int, tma: bool = True) -> tuple[st
         shared *= tiling["stages"] * tiling["element_bytes"]
         template = "cuda/matmul_mma.cu.j2"
     else:
-        big_blocks = -(-tiles.n // 128) * -(-tiles.m // 128) * max(1, tiles.batch)
-        tiling = dict(MATMUL_TILING if big_blocks >= TYPICAL_MULTIPROCESSORS else SMALL_MATMUL_TILING)
+        tiling = dict(_fma_tiling(tiles))
         wide = kernel.phases[0].accumulator_type != "float"
         if wide:
             tiling["tile_k"] = 8
