@@ -130,6 +130,68 @@ def test_fma_tiles_shrink_until_every_multiprocessor_has_one(m, n, batch, tile):
     assert blocks >= TYPICAL_MULTIPROCESSORS or tile == 32
 
 
+# ---- split-K: few output tiles and a long K ------------------------------------------------
+def split_parts(out) -> int:
+    """Parts of K the CUDA matmul kernel that realizes out splits each tile into."""
+    kernels = [kernel for spec, kernel, _ in plan_kernels([out.node], "cuda") if spec.kind == "matmul"]
+    assert len(kernels) == 1
+    grid_z = kernels[0].launch[0][2]
+    batch = int(np.prod(out.shape[:-2])) if out.ndim > 2 else 1
+    assert (kernels[0].workspace > 0) == (grid_z > batch)
+    return grid_z // batch
+
+
+SPLIT_SIZES = [(512, 512, 10), (10, 512, 512), (128, 4096, 128), (7, 3001, 5), (16, 1000, 24)]
+
+
+@pytest.mark.parametrize("m,k,n", SPLIT_SIZES, ids=str)
+def test_split_k_sizes_with_an_epilogue(device, rng, seed, m, k, n):
+    """Each tile's K in parts, the last part to finish adding them and running the fused
+    bias and ReLU; K not a multiple of the parts or of a stage in the last two sizes."""
+    a, b, bias = normal(rng, m, k), normal(rng, k, n), normal(rng, n)
+    out = (make(a, device) @ make(b, device) + make(bias, device)).relu()
+    assert split_parts(out) > 1
+    want = np.maximum(a.astype(np.float64) @ b + bias, 0)
+    error = relative_error(out.numpy(), want)
+    assert error < FLOAT32_ERROR, f"{m}x{k}x{n} seed={seed}: {error}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_split_k_views_batches_and_repeated_launches(device, rng, seed, dtype):
+    """A transposed a (a weight gradient, g.T @ h), a batched matmul, float64 partial
+    sums, and the same kernel launched again on new values: each launch resets the tile
+    counters it used, so the next one must add up its own parts only."""
+    tolerance = FLOAT32_ERROR if dtype == "float32" else 1e-12
+    for _ in range(3):
+        g, h = rng.standard_normal((640, 10)), rng.standard_normal((640, 300))
+        x, w = rng.standard_normal((3, 20, 900)), rng.standard_normal((3, 900, 30))
+        g_t, h_t, x_t, w_t = (cg.tensor(v, dtype=dtype, device=device) for v in (g, h, x, w))
+        grad, batched = g_t.T @ h_t, x_t @ w_t
+        assert split_parts(grad) > 1 and split_parts(batched) > 1
+        cg.realize(grad, batched)
+        assert relative_error(grad.numpy(), g.T @ h) < tolerance
+        assert relative_error(batched.numpy(), x @ w) < tolerance
+
+
+def test_split_k_is_deterministic(device, rng):
+    """The parts are added in part order, whichever block finishes last: bit for bit the
+    same result every time."""
+    a, b = normal(rng, 24, 4096), normal(rng, 4096, 20)
+    first = (make(a, device) @ make(b, device)).numpy()
+    for _ in range(5):
+        np.testing.assert_array_equal((make(a, device) @ make(b, device)).numpy(), first)
+
+
+@pytest.mark.parametrize("m,k,n,parts", [(512, 512, 10, 8), (128, 4096, 128, 16), (512, 512, 512, 1),
+                                         (16, 100, 16, 1), (4096, 4096, 4096, 1)])
+def test_split_k_parts(m, k, n, parts):
+    """Split where the tiles leave multiprocessors idle, into as many parts (a power of 2,
+    at most 16) as fill them, each at least 64 deep; never where the tiles fill the GPU."""
+    out = cg.tensor(np.zeros((m, k), np.float32), device="cpu") @ cg.tensor(np.zeros((k, n), np.float32),
+                                                                            device="cpu")
+    assert split_parts(out) == parts
+
+
 def test_float32_odd_k_takes_the_generic_path(rng):
     out = make(normal(rng, 9, 7), "cpu") @ make(normal(rng, 7, 6), "cpu")
     assert operand_modes(out) == ("generic", "generic")

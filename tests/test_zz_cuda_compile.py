@@ -29,6 +29,8 @@ def _representative_graphs():
     a = cg.tensor(rng.standard_normal((16, 8)), device="cpu")
     w = cg.tensor(rng.standard_normal((12, 8)), device="cpu")
     outs += [(a @ w.T).relu(), a.T @ a, a[:, 1:] @ w[:, 1:].T]
+    long_k = cg.tensor(rng.standard_normal((6, 700)), device="cpu")    # split-K, float64
+    outs += [long_k @ long_k.T, long_k.T[:, :5].T @ long_k.T]
     cg.set_float32_matmul_precision("high")
     try:
         outs += [a @ w.T, a.T @ a]

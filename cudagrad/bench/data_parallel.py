@@ -33,17 +33,13 @@ def _mlp_widths(width: int) -> list[int]:
 def cudagrad_step_factory(width: int, batch: int, rank: int, world: int, device: str = "cuda"):
     import cudagrad as cg
     import cudagrad.nn.functional as F
+    from cudagrad.bench.fusion import relu_mlp
     from cudagrad.device import get_device
     if world > 1:
         cg.distributed.init("nccl" if device == "cuda" else "socket")
     cg.manual_seed(0)
     widths = _mlp_widths(width)
-    layers: list = []
-    for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(cg.nn.Linear(fan_in, fan_out, device=device))
-        if index < len(widths) - 2:
-            layers.append(cg.nn.ReLU())
-    net = cg.nn.Sequential(*layers)
+    net = relu_mlp(widths, device)
     model = cg.nn.DataParallel(net) if world > 1 else net
     rng = np.random.default_rng(100 + rank)
     x = cg.tensor(rng.standard_normal((batch, width), dtype=np.float32), device=device, requires_grad=False)

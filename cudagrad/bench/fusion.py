@@ -36,6 +36,17 @@ def elementwise_chain(x, y, z):
     return ((x * y + z) * 0.5 - y / (z.abs() + 1) + (-x.abs()).exp()).relu() * 1.5
 
 
+def relu_mlp(widths: list[int], device: str) -> cg.nn.Sequential:
+    """Linear layers of the given widths with a ReLU between every two (the benchmarks'
+    model, on cudagrad)."""
+    layers: list = []
+    for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(cg.nn.Linear(fan_in, fan_out, device=device))
+        if index < len(widths) - 2:
+            layers.append(cg.nn.ReLU())
+    return cg.nn.Sequential(*layers)
+
+
 def _launched_by(function) -> int:
     before = cg.stats()["kernels_launched"]
     function()

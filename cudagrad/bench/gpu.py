@@ -32,7 +32,7 @@ import numpy as np
 
 import cudagrad as cg
 import cudagrad.nn.functional as F
-from cudagrad.bench.fusion import elementwise_chain, fusion_table, layer_norm
+from cudagrad.bench.fusion import elementwise_chain, fusion_table, layer_norm, relu_mlp
 from cudagrad.bench.gpu_report import plot, table  # noqa: F401 (__main__ looks them up here)
 from cudagrad.bench.timing import event_median_seconds, median_seconds, replay_plan
 from cudagrad.device import get_device
@@ -414,12 +414,7 @@ def measure_mlp(bench: Bench, name: str, label: str, widths: list[int], batch: i
     row: dict[str, Any] = {"name": name, "label": label, "target": target}
     device, rng = bench.device, bench.rng
     cg.manual_seed(0)
-    layers: list = []
-    for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(cg.nn.Linear(fan_in, fan_out, device=device))
-        if index < len(widths) - 2:
-            layers.append(cg.nn.ReLU())
-    model = cg.nn.Sequential(*layers)
+    model = relu_mlp(widths, device)
     x_np = rng.standard_normal((batch, widths[0]), dtype=np.float32)
     y_np: np.ndarray
     y: Any

@@ -44,6 +44,9 @@ class Kernel:
     # of alignment; a buffer imported through DLPack may start anywhere)
     tensor_maps: tuple[TensorMap, ...] = ()
     fallback: Kernel | None = None
+    # bytes of device memory the kernel keeps between launches, zeroed once, passed after
+    # its buffers (cuda only: a split-K matmul's tile counters and partial sums)
+    workspace: int = 0
 
     def __repr__(self) -> str:
         return f"<Kernel {self.name} on {self.device}, {len(self.params)} buffers>"

@@ -144,6 +144,34 @@ def _fma_tiling(tiles) -> dict[str, Any]:
     return tiling
 
 
+# Split-K: where even the smallest tiles leave multiprocessors idle and K is long (a
+# weight gradient of a 10-wide layer: [10, 512] from a batch of 512), each tile's K range
+# is cut into up to SPLIT_K_MAX parts of at least SPLIT_K_MIN_DEPTH, one block each; the
+# block that finishes a tile last sums the parts in order (deterministic) and runs the
+# epilogue. [512, 512] @ [512, 10] on an H100: 13.8 us in 16 blocks, 4.1 us in 8 parts.
+SPLIT_K_MAX = 16
+SPLIT_K_MIN_DEPTH = 64
+
+
+def _plan_split_k(tiles, tiling: dict[str, Any]) -> None:
+    """Set split_k (parts of K a tile), k_per_split and the workspace it needs."""
+    blocks = -(-tiles.n // tiling["tile_n"]) * -(-tiles.m // tiling["tile_m"]) * max(1, tiles.batch)
+    split = 1
+    while (blocks * split < TYPICAL_MULTIPROCESSORS and split < SPLIT_K_MAX
+           and tiles.k // (2 * split) >= SPLIT_K_MIN_DEPTH
+           and max(1, tiles.batch) * 2 * split <= CUDA_MAX_GRID_Z):
+        split *= 2
+    tiling["split_k"] = split
+    if split == 1:
+        return
+    tile_k = tiling["tile_k"]
+    tiling["k_per_split"] = -(-tiles.k // (split * tile_k)) * tile_k    # whole stages of K
+    tiling["counter_words"] = -(-blocks // 4) * 4                        # 16-byte aligned after
+    item = 4 if tiling["accumulator"] == "float" else 8
+    partial_sums = blocks * split * tiling["tile_m"] * tiling["tile_n"]
+    tiling["workspace"] = 4 * tiling["counter_words"] + partial_sums * item
+
+
 def _operand_mode(layout, vector: int) -> str:
     """How a template reads an operand: "k" or "mn" (16-byte vectors), else "generic"."""
     return layout.contiguous if layout is not None and layout.vector == vector else "generic"
@@ -262,6 +290,7 @@ def _cuda_matmul(kernel: LoweredKernel, arch: int, tma: bool = True) -> tuple[st
     else:
         tiling = dict(_fma_tiling(tiles))
         wide = kernel.phases[0].accumulator_type != "float"
+        tiling["accumulator"] = kernel.phases[0].accumulator_type
         if wide:
             tiling["tile_k"] = 8
         tiling["block"] = 32 * tiling["warps_m"] * tiling["warps_n"]
@@ -277,8 +306,10 @@ def _cuda_matmul(kernel: LoweredKernel, arch: int, tma: bool = True) -> tuple[st
         tiling["b_direct"] = direct and tiling["b_mode"] == "k" and tiling.get("direct_b", False)
         shared = 0
         template = "cuda/matmul.cu.j2"
+        _plan_split_k(tiles, tiling)
+    split = tiling.get("split_k", 1)
     launch = ((max(1, -(-tiles.n // tiling["tile_n"])), max(1, -(-tiles.m // tiling["tile_m"])),
-               max(1, tiles.batch)), (tiling["block"], 1, 1), shared)
+               max(1, tiles.batch) * split), (tiling["block"], 1, 1), shared)
     return template, tiling, launch, ""
 
 
@@ -292,9 +323,11 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str, tma: bool = Tru
     arch = ""
     tensor_maps: tuple[TensorMap, ...] = ()
     fallback = None
+    workspace = 0
     if device == "cuda" and kernel.tiles is not None and kernel.tiles.batch <= CUDA_MAX_GRID_Z:
         template, tiling, launch, arch = _cuda_matmul(kernel, _cuda_arch(), tma)
         context.update(tiling)
+        workspace = tiling.get("workspace", 0)
         context["storage"] = {p.name: dialect.storage_type(p.dtype) for p in kernel.params}
         tensor_maps = tiling.get("tensor_maps", ())
         if tensor_maps:
@@ -331,7 +364,8 @@ def render(kernel: LoweredKernel, dialect: Dialect, device: str, tma: bool = Tru
     body = environment.get_template(template).render(name="KERNEL_NAME", **context)
     name = _name(kernel, body)
     source = body.replace("KERNEL_NAME", name)
-    return Kernel(name, source, device, tuple(kernel.params), launch, arch, tensor_maps, fallback)
+    return Kernel(name, source, device, tuple(kernel.params), launch, arch, tensor_maps, fallback,
+                  workspace)
 
 
 # ---- lane kernels: how wide, how many in flight, what stays in registers -------------------

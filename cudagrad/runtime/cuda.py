@@ -87,14 +87,17 @@ class CudaProgram:
     program (the same graph shape) must not interleave their addresses.
     """
 
-    def __init__(self, kernel, module, function):
+    def __init__(self, kernel, module, function, workspace: CudaBuffer | None = None):
         self.kernel = kernel
         self.name = kernel.name
         self.module = module      # kept so the module outlives the function
         self.function = function
         (self.grid, self.block, self.shared_bytes) = kernel.launch
         self.param_count = len(kernel.params)
-        slots = max(self.param_count, 1)
+        # the kernel's own memory (Kernel.workspace), passed after the buffers: every launch
+        # of this program uses it, one after another on the device's stream
+        self.workspace = workspace
+        slots = max(self.param_count + (workspace is not None), 1)
         # tensor maps (nearly every kernel has none) follow the buffers, 128 bytes each,
         # 64-byte aligned; bound_maps: the buffer address each map was last encoded for
         self.tensor_maps = getattr(kernel, "tensor_maps", ())
@@ -104,6 +107,8 @@ class CudaProgram:
         # kernelParams is an array of pointers, each to one argument: here to the
         # 64-bit slot holding that buffer's device address, or to a tensor map's bytes.
         self.arg_values = (ctypes.c_uint64 * (slots + map_words))()
+        if workspace is not None:
+            self.arg_values[self.param_count] = workspace.ptr
         base = ctypes.addressof(self.arg_values)
         pointers = [base + 8 * i for i in range(slots)]
         maps_start = -(-(base + 8 * slots) // 64) * 64
@@ -363,7 +368,12 @@ class CudaDevice:
                 function,
                 driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 shared_bytes), "cuFuncSetAttribute(max dynamic shared memory)")
-        return CudaProgram(kernel, module, function)
+        workspace = None
+        if getattr(kernel, "workspace", 0):
+            workspace = self.allocate(kernel.workspace)
+            self._call(driver.cuMemsetD8Async(workspace.ptr, 0, kernel.workspace, self._stream),
+                       "cuMemsetD8Async(workspace)")
+        return CudaProgram(kernel, module, function, workspace)
 
     def launch(self, program: CudaProgram, buffers: list, stream=None) -> None:
         """Launch on the library's stream (or on stream: a CUDA graph's capture)."""
