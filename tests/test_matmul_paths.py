@@ -173,6 +173,30 @@ def test_split_k_views_batches_and_repeated_launches(device, rng, seed, dtype):
         assert relative_error(batched.numpy(), x @ w) < tolerance
 
 
+def test_split_k_random_shapes_and_layouts(device, rng, seed):
+    """Twelve drawn cases: small outputs, K from 128 to 3000, either operand transposed or
+    sliced, batched or not, float32 or float64, a fused bias (and ReLU) or none."""
+    for case in range(12):
+        m, n = (int(v) for v in rng.integers(1, 70, 2))
+        k = int(rng.integers(128, 3000))
+        batch = int(rng.choice([1, 1, 2, 3]))
+        dtype = str(rng.choice(["float32", "float64"]))
+        x = rng.standard_normal((batch, k, m) if rng.random() < 0.5 else (batch, m, k + 1))
+        w = rng.standard_normal((batch, n, k) if rng.random() < 0.5 else (batch, k, n))
+        bias = rng.standard_normal(n)
+        xt, wt, bt = (cg.tensor(v, dtype=dtype, device=device) for v in (x, w, bias))
+        a, a_np = (xt.transpose(-2, -1), x.swapaxes(-2, -1)) if x.shape[-2] == k else (xt[..., 1:], x[..., 1:])
+        b, b_np = (wt.transpose(-2, -1), w.swapaxes(-2, -1)) if w.shape[-2] == n else (wt, w)
+        if batch == 1:
+            a, a_np, b, b_np = a[0], a_np[0], b[0], b_np[0]
+        out, want = a @ b, a_np @ b_np
+        if rng.random() < 0.5:
+            out, want = (out + bt).relu(), np.maximum(want + bias, 0)
+        tolerance = FLOAT32_ERROR if dtype == "float32" else 1e-12
+        error = relative_error(out.numpy(), want)
+        assert error < tolerance, f"case {case}: {m}x{k}x{n} batch {batch} {dtype} seed={seed}: {error}"
+
+
 def test_split_k_is_deterministic(device, rng):
     """The parts are added in part order, whichever block finishes last: bit for bit the
     same result every time."""
