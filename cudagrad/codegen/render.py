@@ -135,12 +135,16 @@ def _cuda_arch() -> int:
     return 10 * major + minor
 
 
+def _output_tiles(tiles, tiling: dict[str, Any]) -> int:
+    """Tiles of a matmul's output (of every batch) under a tiling."""
+    return -(-tiles.n // tiling["tile_n"]) * -(-tiles.m // tiling["tile_m"]) * max(1, tiles.batch)
+
+
 def _fma_tiling(tiles) -> dict[str, Any]:
     """The largest tiles that still give every multiprocessor a block (the smallest else):
     a 512x512 output is 16 tiles of 128x128 but 256 of 32x32."""
     for tiling in (MATMUL_TILING, SMALL_MATMUL_TILING, TINY_MATMUL_TILING):
-        blocks = -(-tiles.n // tiling["tile_n"]) * -(-tiles.m // tiling["tile_m"]) * max(1, tiles.batch)
-        if blocks >= TYPICAL_MULTIPROCESSORS:
+        if _output_tiles(tiles, tiling) >= TYPICAL_MULTIPROCESSORS:
             return tiling
     return tiling
 
@@ -156,7 +160,7 @@ SPLIT_K_MIN_DEPTH = 64
 
 def _plan_split_k(tiles, tiling: dict[str, Any]) -> None:
     """Set split_k (parts of K a tile), k_per_split and the workspace it needs."""
-    blocks = -(-tiles.n // tiling["tile_n"]) * -(-tiles.m // tiling["tile_m"]) * max(1, tiles.batch)
+    blocks = _output_tiles(tiles, tiling)
     split = 1
     while (blocks * split < TYPICAL_MULTIPROCESSORS and split < SPLIT_K_MAX
            and tiles.k // (2 * split) >= SPLIT_K_MIN_DEPTH
