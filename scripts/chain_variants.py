@@ -257,6 +257,7 @@ def main() -> None:
                                       launch=((grid, 1, 1), (v.block, 1, 1), 0))
         program = device.compile(variant)
         registers[v.label] = _registers(device, program)
+
         def launch(stream=None, program=program):
             device.launch(program, [out_buffer, *in_buffers], stream=stream)
         launch()
@@ -270,8 +271,9 @@ def main() -> None:
     torch_inputs = [torch.from_numpy(a).cuda() for a in arrays]
     compiled = torch.compile(elementwise_chain)
     source, target = torch_inputs[0], torch.empty_like(torch_inputs[0])
-    torch_side: dict[str, Callable] = {"torch.compile": lambda: compiled(*torch_inputs),
-                  "torch copy_ (one input)": lambda: target.copy_(source)}
+    torch_side: dict[str, Callable] = {
+        "torch.compile": lambda: compiled(*torch_inputs),
+        "torch copy_ (one input)": lambda: target.copy_(source)}
     if args.placement:
         # the same kernels on each other's memory: does where the buffers lie (their
         # addresses modulo DRAM channel interleaving) move the figure?
@@ -280,7 +282,7 @@ def main() -> None:
         rendered = plan.steps[0].program
         timed["cudagrad (rendered), torch's buffers"] = \
             lambda: device.launch(rendered, on_torch)
-        timed["cudagrad (rendered), cudagrad's buffers, fresh output"] = \
+        timed["cudagrad (rendered), one fixed output"] = \
             lambda: device.launch(rendered, [out_buffer, *in_buffers])
         cg_views = [torch.from_dlpack(t) for t in tensors]
         cg_out = torch.from_dlpack(cg.from_dlpack(torch_out))   # a check that views work
