@@ -32,7 +32,18 @@ SHIM = r"""
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 struct cg_dim3 { unsigned x, y, z; };
+/* the vector types and intrinsics the matmul template uses (its sm_80 copies, cp.async,
+   are inline PTX: emulate a matmul rendered for an older architecture, without them) */
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+template <class T> inline T __ldcg(const T* p) { T v; __atomic_load(p, &v, __ATOMIC_ACQUIRE); return v; }
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static thread_local cg_dim3 threadIdx, blockIdx;
 static cg_dim3 blockDim, gridDim;
 template <class T> inline T __ldg(const T* p) { return *p; }
@@ -67,13 +78,15 @@ HALF_HEADERS = {
 
 LAUNCHER = r"""
 extern "C" void cg_emulate(void** args) {
-  const unsigned grid = %(grid)d, block = %(block)d;
-  gridDim = {grid, 1, 1};
+  const unsigned block = %(block)d;
+  gridDim = {%(grid_x)d, %(grid_y)d, %(grid_z)d};
   blockDim = {block, 1, 1};
-  for (unsigned b = 0; b < grid; b++) {
+  /* blocks one after another, x fastest: the last block of a split-K tile is its last part */
+  for (unsigned linear = 0; linear < gridDim.x * gridDim.y * gridDim.z; linear++) {
+    const cg_dim3 b = {linear %% gridDim.x, linear / gridDim.x %% gridDim.y, linear / (gridDim.x * gridDim.y)};
     if (!%(threaded)d) {
       for (unsigned t = 0; t < block; t++) {
-        blockIdx = {b, 0, 0};
+        blockIdx = b;
         threadIdx = {t, 0, 0};
         %(call)s;
       }
@@ -89,7 +102,7 @@ extern "C" void cg_emulate(void** args) {
     std::vector<std::thread> threads;
     for (unsigned t = 0; t < block; t++) {
       threads.emplace_back([b, t, args]() {
-        blockIdx = {b, 0, 0};
+        blockIdx = b;
         threadIdx = {t, 0, 0};
         %(call)s;
       });
@@ -110,11 +123,13 @@ def _storage(param) -> str:
 
 def build(kernel, workdir: Path) -> ctypes.CDLL:
     """Compile kernel (a cudagrad Kernel for "cuda") with its launcher into a shared library."""
-    (grid, _, _), (block, _, _), _ = kernel.launch
-    arguments = ", ".join(
-        f"({'' if p.is_output else 'const '}{_storage(p)}*)args[{i}]"
-        for i, p in enumerate(kernel.params))
-    launcher = LAUNCHER % {"grid": grid, "block": block, "call": f"{kernel.name}({arguments})",
+    (grid_x, grid_y, grid_z), (block, _, _), _ = kernel.launch
+    arguments = [f"({'' if p.is_output else 'const '}{_storage(p)}*)args[{i}]"
+                 for i, p in enumerate(kernel.params)]
+    if getattr(kernel, "workspace", 0):
+        arguments.append(f"(unsigned int*)args[{len(kernel.params)}]")
+    launcher = LAUNCHER % {"grid_x": grid_x, "grid_y": grid_y, "grid_z": grid_z, "block": block,
+                           "call": f"{kernel.name}({', '.join(arguments)})",
                            "threaded": int("__syncthreads" in kernel.source)}
     text = SHIM + kernel.source + launcher
     digest = hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -155,7 +170,12 @@ class Emulator:
             view[...] = array
             buffers.append(view)
             keep.append(raw)
-        pointers = (ctypes.c_void_p * len(buffers))(*[b.ctypes.data for b in buffers])
+        addresses = [b.ctypes.data for b in buffers]
+        if getattr(kernel, "workspace", 0):          # the program's memory, zeroed once
+            workspace = np.zeros(kernel.workspace // 8 + 1, dtype=np.float64)
+            keep.append(workspace)
+            addresses.append(workspace.ctypes.data)
+        pointers = (ctypes.c_void_p * len(addresses))(*addresses)
         library.cg_emulate(pointers)
         return [buffer.copy() for buffer in buffers[:len(outputs)]]
 

@@ -128,3 +128,33 @@ def test_softmax_of_a_row_slice_off_the_grid(emulator, rng):
     x = rng.standard_normal((7, 1030)).astype(np.float32)
     out = leaf(x)[1:6].softmax(-1)
     close(emulate(emulator, out), softmax_numpy(x[1:6].astype(np.float64)), atol=1e-7)
+
+
+# ---- split-K matmuls: the parts, the last part's sum and the epilogue ----------------------
+@pytest.fixture
+def before_sm80(monkeypatch):
+    """Render the FMA matmul as for sm_75: without cp.async (inline PTX, which g++ cannot
+    build); the split-K code, the subject here, is the same on every architecture."""
+    import cudagrad.codegen.render as render
+    monkeypatch.setattr(render, "_cuda_arch", lambda: 75)
+
+
+@pytest.mark.parametrize("m,k,n,batch,dtype", [(5, 300, 7, 1, "float32"), (33, 1000, 3, 1, "float32"),
+                                               (4, 257, 6, 2, "float64")])
+def test_split_k_matmul(emulator, rng, before_sm80, m, k, n, batch, dtype):
+    """Parts of K in separate blocks (K not a multiple of a stage in the last two), each
+    leaving its sums in the workspace, the last adding them in order, then the fused bias
+    and ReLU; a batched float64 case; a transposed a."""
+    from cudagrad.realization import plan_kernels
+    a = rng.standard_normal((batch, k, m))
+    b = rng.standard_normal((batch, k, n))
+    bias = rng.standard_normal(n)
+    a_t, b_t, bias_t = leaf(a, dtype), leaf(b, dtype), leaf(bias, dtype)
+    out = (a_t.transpose(-2, -1) @ b_t + bias_t).relu()
+    if batch == 1:
+        out = (a_t[0].T @ b_t[0] + bias_t).relu()
+    kernels = [kernel for spec, kernel, _ in plan_kernels([out.node], "cuda") if spec.kind == "matmul"]
+    assert len(kernels) == 1 and kernels[0].workspace > 0 and kernels[0].launch[0][2] > batch
+    want = np.maximum(a.swapaxes(-2, -1) @ b + bias, 0)
+    close(emulate(emulator, out), want.reshape(out.shape), rtol=1e-5 if dtype == "float32" else 1e-12,
+          atol=1e-5 if dtype == "float32" else 1e-12)
