@@ -197,6 +197,13 @@ def test_split_k_random_shapes_and_layouts(device, rng, seed):
         assert error < tolerance, f"case {case}: {m}x{k}x{n} batch {batch} {dtype} seed={seed}: {error}"
 
 
+def test_empty_output_with_a_long_k(device):
+    out = cg.zeros((0, 512), device=device) @ cg.ones((512, 10), device=device)
+    assert out.numpy().shape == (0, 10)
+    grad = cg.ones((512, 0), device=device).T @ cg.ones((512, 7), device=device)
+    assert grad.numpy().shape == (0, 7)
+
+
 def test_split_k_is_deterministic(device, rng):
     """The parts are added in part order, whichever block finishes last: bit for bit the
     same result every time."""
@@ -207,10 +214,11 @@ def test_split_k_is_deterministic(device, rng):
 
 
 @pytest.mark.parametrize("m,k,n,parts", [(512, 512, 10, 8), (128, 4096, 128, 16), (512, 512, 512, 1),
-                                         (16, 100, 16, 1), (4096, 4096, 4096, 1)])
+                                         (16, 100, 16, 1), (4096, 4096, 4096, 1), (0, 512, 10, 1)])
 def test_split_k_parts(m, k, n, parts):
     """Split where the tiles leave multiprocessors idle, into as many parts (a power of 2,
-    at most 16) as fill them, each at least 64 deep; never where the tiles fill the GPU."""
+    at most 16) as fill them, each at least 64 deep; never where the tiles fill the GPU,
+    nor where the output is empty."""
     out = cg.tensor(np.zeros((m, k), np.float32), device="cpu") @ cg.tensor(np.zeros((k, n), np.float32),
                                                                             device="cpu")
     assert split_parts(out) == parts

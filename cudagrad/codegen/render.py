@@ -162,7 +162,7 @@ def _plan_split_k(tiles, tiling: dict[str, Any]) -> None:
     """Set split_k (parts of K a tile), k_per_split and the workspace it needs."""
     blocks = _output_tiles(tiles, tiling)
     split = 1
-    while (blocks * split < TYPICAL_MULTIPROCESSORS and split < SPLIT_K_MAX
+    while (0 < blocks * split < TYPICAL_MULTIPROCESSORS and split < SPLIT_K_MAX
            and tiles.k // (2 * split) >= SPLIT_K_MIN_DEPTH
            and max(1, tiles.batch) * 2 * split <= CUDA_MAX_GRID_Z):
         split *= 2
