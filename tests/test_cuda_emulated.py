@@ -158,3 +158,29 @@ def test_split_k_matmul(emulator, rng, before_sm80, m, k, n, batch, dtype):
     want = np.maximum(a.swapaxes(-2, -1) @ b + bias, 0)
     close(emulate(emulator, out), want.reshape(out.shape), rtol=1e-5 if dtype == "float32" else 1e-12,
           atol=1e-5 if dtype == "float32" else 1e-12)
+
+
+MATMUL_VIEWS = {
+    "x @ w": (lambda x: x, lambda w: w, False, False),
+    "x @ w.T": (lambda x: x, lambda w: w.T, False, True),
+    "x.T @ w": (lambda x: x.T, lambda w: w, True, False),
+    "sliced: generic": (lambda x: x[:, 1:], lambda w: w[1:, :], False, False),
+}
+
+
+@pytest.mark.parametrize("view", sorted(MATMUL_VIEWS))
+@pytest.mark.parametrize("m,k,n,dtype", [(40, 24, 36, "float32"), (33, 20, 70, "float64"),
+                                         (900, 9, 1000, "float32")])
+def test_fma_matmul(emulator, rng, before_sm80, view, m, k, n, dtype):
+    """The fused multiply-add matmul without split-K: 32x32 tiles (the first two sizes) and
+    64x64 tiles (the last), edges off the tiles, every operand layout and the generic
+    per-element path, with a fused bias."""
+    make_a, make_b, a_transposed, b_transposed = MATMUL_VIEWS[view]
+    sliced = int(view == "sliced: generic")        # one more column of x, row of w, cut off
+    x = rng.standard_normal((k, m) if a_transposed else (m, k + sliced))
+    w = rng.standard_normal((n, k) if b_transposed else (k + sliced, n))
+    bias = rng.standard_normal(n)
+    out = make_a(leaf(x, dtype)) @ make_b(leaf(w, dtype)) + leaf(bias, dtype)
+    want = make_a(x) @ make_b(w) + bias
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    close(emulate(emulator, out), want, rtol=tolerance, atol=tolerance)
