@@ -36,6 +36,7 @@ import cudagrad as cg
 from cudagrad.bench.fusion import elementwise_chain
 from cudagrad.bench.gpu import Bench
 from cudagrad.bench.timing import event_seconds, replay_plan
+from cudagrad.realization import input_buffer
 from cudagrad.runtime.cuda import CudaBuffer
 
 # ld / st forms: "plain" is what cudagrad renders today (a float4 dereference)
@@ -207,11 +208,6 @@ def _triton_registers(device) -> int | None:
     return None
 
 
-def _buffer(tensor):
-    node = tensor.node
-    return node.realized if node.realized is not None else node.arg.buffer
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=25)
@@ -237,7 +233,7 @@ def main() -> None:
     result = elementwise_chain(*tensors)
     plan, ours = replay_plan(result)
     kernel = plan.steps[0].kernel
-    in_buffers = [_buffer(t) for t in tensors]
+    in_buffers = [input_buffer(t.node) for t in tensors]
     out_buffer = device.allocate(4 * n)
 
     sample = np.concatenate([rng.integers(0, n, 1 << 20), np.arange(n - 4096, n)])
@@ -278,7 +274,7 @@ def main() -> None:
         # the same kernels on each other's memory: does where the buffers lie (their
         # addresses modulo DRAM channel interleaving) move the figure?
         torch_out = torch.empty_like(torch_inputs[0])
-        on_torch = [_buffer(cg.from_dlpack(t)) for t in [torch_out, *torch_inputs]]
+        on_torch = [input_buffer(cg.from_dlpack(t).node) for t in [torch_out, *torch_inputs]]
         rendered = plan.steps[0].program
         timed["cudagrad (rendered), torch's buffers"] = \
             lambda: device.launch(rendered, on_torch)
